@@ -1,0 +1,56 @@
+"""The ``kilonerf`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from kilonerf.errors import KiloNerfError
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from kilonerf.data.convert import convert_scene
+
+    convert_scene(args.src, args.dst, to=args.to, overwrite=args.overwrite)
+    print(f"wrote {args.to} scene to {args.dst}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kilonerf",
+        description="KiloNeRF: train a radiance field as thousands of tiny MLPs and render it fast.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "convert",
+        help="write a scene (any supported format) in NSVF or Blender format",
+        description="Load SRC (Blender, NSVF, LLFF or instant-ngp format, detected automatically) "
+        "and write it to DST in the chosen format.",
+    )
+    p.add_argument("src", help="scene folder to read")
+    p.add_argument("dst", help="folder to write (must not exist unless --overwrite)")
+    p.add_argument("--to", choices=["nsvf", "blender"], required=True, help="output format")
+    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    p.set_defaults(func=_cmd_convert)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KiloNerfError as exc:
+        print(f"kilonerf: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kilonerf: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

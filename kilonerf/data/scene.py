@@ -1,0 +1,88 @@
+"""The one in-memory scene type every loader produces.
+
+Conventions (all loaders convert to these):
+- ``poses`` are camera-to-world 4 x 4 matrices in the OpenGL / Blender axis convention:
+  camera +x right, +y up, the camera looks along -z. World units are the dataset's own.
+- ``intrinsics`` are pinhole ``fx, fy, cx, cy`` in pixels, with the image's top-left corner
+  at (0, 0): the centre of pixel (col i, row j) is at (i + 0.5, j + 0.5).
+- ``images`` are uint8 RGB, already composited onto ``background`` where the source had alpha.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass
+class Scene:
+    images: list[np.ndarray]
+    """One (H, W, 3) uint8 array per image."""
+    intrinsics: np.ndarray
+    """(N, 4) float64: fx, fy, cx, cy in pixels."""
+    poses: np.ndarray
+    """(N, 4, 4) float64 camera-to-world, OpenGL axes."""
+    splits: dict[str, np.ndarray]
+    """Split name -> int64 indices into ``images``."""
+    bbox: np.ndarray
+    """(2, 3) float64 axis-aligned scene box: min xyz, max xyz."""
+    near: float
+    far: float
+    background: np.ndarray = field(default_factory=lambda: np.ones(3, dtype=np.float32))
+    """(3,) float32 RGB in [0, 1]."""
+    image_names: list[str] = field(default_factory=list)
+    """A stable name per image (file stem), used when writing the scene out again."""
+    root: Path | None = None
+    format: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.intrinsics.shape != (n, 4) or self.poses.shape != (n, 4, 4):
+            raise ValueError(
+                f"Scene: {n} images but intrinsics {self.intrinsics.shape} and poses {self.poses.shape}"
+            )
+        if not self.image_names:
+            self.image_names = [f"{i:04d}" for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        """(height, width) of image ``i``."""
+        h, w = self.images[i].shape[:2]
+        return h, w
+
+    def indices(self, split: str) -> np.ndarray:
+        if split not in self.splits:
+            where = self.root if self.root is not None else "scene"
+            raise KeyError(f"{where}: no '{split}' split (has: {', '.join(self.splits) or 'none'})")
+        return self.splits[split]
+
+    def subset(self, split: str) -> "Scene":
+        """A scene holding only ``split``'s images, with that one split."""
+        idx = self.indices(split)
+        return Scene(
+            images=[self.images[i] for i in idx],
+            intrinsics=self.intrinsics[idx],
+            poses=self.poses[idx],
+            splits={split: np.arange(len(idx), dtype=np.int64)},
+            bbox=self.bbox.copy(),
+            near=self.near,
+            far=self.far,
+            background=self.background.copy(),
+            image_names=[self.image_names[i] for i in idx],
+            root=self.root,
+            format=self.format,
+        )
+
+    def stacked_images(self, split: str) -> np.ndarray:
+        """(M, H, W, 3) uint8 for a split whose images share one size."""
+        idx = self.indices(split)
+        sizes = {self.images[i].shape for i in idx}
+        if len(sizes) != 1:
+            raise ValueError(f"split '{split}' mixes image sizes {sorted(sizes)}")
+        return np.stack([self.images[i] for i in idx])

@@ -1,0 +1,1 @@
+"""Encodings, teacher radiance fields and the grid of tiny MLPs."""

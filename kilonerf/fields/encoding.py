@@ -1,0 +1,26 @@
+"""NeRF's positional encoding, as KiloNeRF uses it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def encoded_dim(in_dim: int, num_freqs: int) -> int:
+    """Width of :func:`positional_encoding`'s output: raw input plus sin and cos per frequency."""
+    return in_dim * (1 + 2 * num_freqs)
+
+
+def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
+    """[x, sin(2^0 x), cos(2^0 x), ..., sin(2^(L-1) x), cos(2^(L-1) x)], no factor of pi.
+
+    Args:
+        x: (..., D).
+        num_freqs: L (10 for positions, 4 for directions in the paper).
+    Returns:
+        (..., D * (1 + 2 L)); for each frequency the D sines come before the D cosines.
+    """
+    freqs = 2.0 ** torch.arange(num_freqs, dtype=x.dtype, device=x.device)
+    scaled = x[..., None, :] * freqs[:, None]  # (..., L, D)
+    enc = torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=-1)  # (..., L, 2D)
+    return torch.cat([x, enc.flatten(-2)], dim=-1)

@@ -1,0 +1,1 @@
+"""Backends for grouped tiny-MLP evaluation behind one interface."""

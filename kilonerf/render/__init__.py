@@ -1,0 +1,1 @@
+"""Volume rendering, occupancy grids, ray marching and the fast renderer."""

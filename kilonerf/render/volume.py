@@ -1,0 +1,85 @@
+"""Reference volume rendering: sample placement and front-to-back alpha compositing.
+
+This is the slow, obvious, differentiable renderer that every faster path is tested against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class RenderOutput:
+    rgb: Tensor
+    """(N, 3) composited colour, background included."""
+    depth: Tensor
+    """(N,) expected ray distance (weights times t, background contributes nothing)."""
+    acc: Tensor
+    """(N,) accumulated opacity, sum of weights."""
+    weights: Tensor
+    """(N, S) per-sample weights alpha_i * T_i."""
+
+
+def stratified_samples(
+    near: Tensor, far: Tensor, num_samples: int, perturb: bool, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """Stratified sample distances: one per equal bin between near and far.
+
+    With ``perturb`` each sample is uniform in its bin, otherwise at the bin centre.
+
+    Args:
+        near, far: (N,).
+    Returns:
+        t (N, S) sample distances and deltas (N, S) bin widths used as step lengths.
+    """
+    n = near.shape[0]
+    step = (far - near) / num_samples
+    idx = torch.arange(num_samples, dtype=near.dtype, device=near.device)
+    if perturb:
+        u = torch.rand((n, num_samples), dtype=near.dtype, device=near.device, generator=generator)
+    else:
+        u = torch.full((n, num_samples), 0.5, dtype=near.dtype, device=near.device)
+    t = near[:, None] + (idx + u) * step[:, None]
+    return t, step[:, None].expand(n, num_samples)
+
+
+def uniform_samples(near: Tensor, far: Tensor, num_samples: int) -> tuple[Tensor, Tensor]:
+    """The paper's render-time sampling: ``num_samples`` points from near to far inclusive,
+    uniform step (far - near) / (num_samples - 1), no jitter.
+
+    Returns:
+        t (N, S) and deltas (N, S) equal to the step.
+    """
+    step = (far - near) / max(num_samples - 1, 1)
+    idx = torch.arange(num_samples, dtype=near.dtype, device=near.device)
+    t = near[:, None] + idx * step[:, None]
+    return t, step[:, None].expand_as(t)
+
+
+def alpha_from_density(sigma: Tensor, deltas: Tensor) -> Tensor:
+    """alpha = 1 - exp(-sigma * delta), elementwise."""
+    return 1.0 - torch.exp(-sigma * deltas)
+
+
+def composite(alpha: Tensor, rgb: Tensor, t: Tensor, background: Tensor | None = None) -> RenderOutput:
+    """Front-to-back compositing of per-sample opacity and colour.
+
+    Args:
+        alpha: (N, S) opacities in [0, 1].
+        rgb: (N, S, 3) colours.
+        t: (N, S) sample distances (for depth).
+        background: (3,) colour behind the scene, or None for black.
+    """
+    trans = torch.cumprod(
+        torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1] + 1e-10], dim=-1), dim=-1
+    )
+    weights = alpha * trans
+    acc = weights.sum(dim=-1)
+    color = (weights[..., None] * rgb).sum(dim=-2)
+    if background is not None:
+        color = color + (1.0 - acc[:, None]) * background.to(color)
+    depth = (weights * t).sum(dim=-1)
+    return RenderOutput(rgb=color, depth=depth, acc=acc, weights=weights)

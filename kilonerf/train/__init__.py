@@ -1,0 +1,1 @@
+"""Training stages (teacher, occupancy, distill, finetune) and the pipeline."""
