@@ -1,0 +1,82 @@
+"""The run directory: where every stage reads its inputs and writes its outputs.
+
+Layout (all files written atomically)::
+
+    RUN/
+      run.json                  format version, data folder, preset, resolved config
+      teacher/checkpoint.pt     teacher model + optimiser + loop state (resumable)
+      occupancy.npz             occupancy grid built from the teacher
+      distill/checkpoint.pt     student during distillation (resumable)
+      student_distilled.pt      student after distillation
+      finetune/checkpoint.pt    student during fine-tuning (resumable)
+      student.pt                the final student
+      eval/<model>_<split>/     rendered images and metrics.json
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kilonerf import __version__
+from kilonerf.errors import RunError
+from kilonerf.io import atomic_write_json, read_json
+
+RUN_FORMAT = 1
+"""Bumped whenever the layout or checkpoint contents change incompatibly."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def meta_path(self) -> Path:
+        return self.root / "run.json"
+
+    def stage_checkpoint(self, stage: str) -> Path:
+        return self.root / stage / "checkpoint.pt"
+
+    @property
+    def occupancy_path(self) -> Path:
+        return self.root / "occupancy.npz"
+
+    @property
+    def distilled_path(self) -> Path:
+        return self.root / "student_distilled.pt"
+
+    @property
+    def student_path(self) -> Path:
+        return self.root / "student.pt"
+
+    def eval_dir(self, model: str, split: str) -> Path:
+        return self.root / "eval" / f"{model}_{split}"
+
+    def exists(self) -> bool:
+        return self.meta_path.is_file()
+
+    def read_meta(self) -> dict[str, Any]:
+        """run.json, checked to come from a compatible version."""
+        if not self.root.is_dir():
+            raise RunError(f"{self.root}: run directory not found")
+        if not self.meta_path.is_file():
+            raise RunError(f"{self.meta_path}: not a kilonerf run directory (run.json missing)")
+        meta = read_json(self.meta_path)
+        if not isinstance(meta, dict) or meta.get("run_format") != RUN_FORMAT:
+            found = meta.get("run_format") if isinstance(meta, dict) else None
+            raise RunError(
+                f"{self.meta_path}: run format {found!r} from another kilonerf version "
+                f"(this is {__version__}, format {RUN_FORMAT}); retrain into a new folder"
+            )
+        return meta
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.meta_path, {"run_format": RUN_FORMAT, "kilonerf_version": __version__, **meta})
+
+    def require(self, path: Path, what: str, stage: str) -> Path:
+        """``path`` if it exists, else a RunError telling which stage produces it."""
+        if not path.is_file():
+            raise RunError(f"{path}: {what} missing; run `kilonerf train DATA --out {self.root} --stage {stage}` first")
+        return path
