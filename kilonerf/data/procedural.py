@@ -259,7 +259,7 @@ def write_procedural_scene(out_dir: str | Path, size: int = 100, n_train: int = 
     """
     out = Path(out_dir)
     if _is_blocked(out) and not overwrite:
-        raise SceneError(out, "already exists and is not empty (pass overwrite=True to replace it)")
+        raise SceneError(out, "already exists and is not empty (use --overwrite / overwrite=True to replace it)")
     scene = ProceduralScene()
     focal = 0.5 * size / np.tan(0.5 * LEGO_CAMERA_ANGLE_X)
     intrinsics = (focal, focal, 0.5 * size, 0.5 * size)
@@ -287,7 +287,7 @@ def write_procedural_scene(out_dir: str | Path, size: int = 100, n_train: int = 
         atomic_write_text(tmp / "near_and_far.txt", f"{radius - 2.0} {radius + 2.0}\n")
         if out.exists() or out.is_symlink():
             if _is_blocked(out) and not overwrite:
-                raise SceneError(out, "appeared while rendering and is not empty (pass overwrite=True)")
+                raise SceneError(out, "appeared while rendering and is not empty (use --overwrite / overwrite=True)")
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex}"
             os.replace(out, old)
             os.replace(tmp, out)
