@@ -13,10 +13,11 @@ class Trainable(Protocol):
     rays_per_step: int
     """How many random training rays the loop passes to each :meth:`train_step`."""
 
-    def train_step(self, step: int, origins: Tensor, dirs: Tensor, rgb: Tensor) -> dict[str, float]:
+    def train_step(self, step: int, origins: Tensor, dirs: Tensor, rgb: Tensor) -> dict[str, Tensor | float]:
         """One optimisation step on rays (B, 3), unit dirs (B, 3), target rgb (B, 3) in [0, 1].
 
-        Returns at least ``{"loss": float, "psnr": float}`` (PSNR of this batch's rgb MSE).
+        Returns at least ``{"loss": ..., "psnr": ...}`` (PSNR of this batch's rgb MSE), as floats
+        or 0-dim tensors; tensors let the loop avoid a device sync every step.
         """
         ...
 

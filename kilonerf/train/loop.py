@@ -1,0 +1,308 @@
+"""The training loop every stage shares (teacher, distillation, fine-tuning).
+
+Random ray batches across all training images, a progress bar, periodic validation, atomic
+checkpoints that resume bit-identically, a time budget, and a clean stop on divergence.
+
+Checkpoint layout (``torch.load(weights_only=True)``-safe)::
+
+    {"format": CKPT_FORMAT, "stage": str, "step": int (steps done), "trainable": {...},
+     "generator": uint8 tensor, "cpu_rng": uint8 tensor, "cuda_rng": [uint8 tensor, ...],
+     "elapsed": float, "wall": float, "history": [record, ...], "loop_config": {...}}
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from kilonerf.data.rays import RayTable
+from kilonerf.errors import KiloNerfError, RunError
+from kilonerf.io import atomic_torch_save, safe_torch_load
+from kilonerf.metrics.psnr import mse_to_psnr
+from kilonerf.train.trainable import Trainable
+
+CKPT_FORMAT = "kilonerf-loop-1"
+
+Record = dict[str, float]
+"""One history entry: step, elapsed, wall, loss, psnr (+ other train metrics), val_psnr when measured."""
+
+
+class TrainingDiverged(KiloNerfError):
+    """The loss became NaN or infinite; the last good checkpoint on disk is left untouched."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    max_steps: int
+    """Stop once this many optimisation steps are done (counting resumed ones)."""
+    max_seconds: float | None = None
+    """Wall-clock budget for the stage (validation and checkpoints included, resumes summed)."""
+    val_every: int = 0
+    """Validate every this many steps (0: only at the end)."""
+    val_views: int = 0
+    """Validation images rendered each time, spread evenly over the split; 0: no validation."""
+    ckpt_every: int = 1000
+    log_every: int = 100
+    """Steps between history records; the loss is read back (a device sync) only then."""
+    seed: int = 0
+    precrop_steps: int = 0
+    """During the first steps draw rays only from each image's central crop (NeRF's precrop)."""
+    precrop_frac: float = 0.5
+    progress: bool = True
+    """Show a tqdm bar on stderr."""
+
+
+@dataclass
+class TrainingResult:
+    stage: str
+    step: int
+    """Optimisation steps done in total."""
+    elapsed: float
+    """Training seconds (validation and checkpoint writing excluded), summed over resumes."""
+    wall: float
+    stopped: str
+    """``"max_steps"`` or ``"max_seconds"``."""
+    history: list[Record] = field(default_factory=list)
+    resumed_from: int | None = None
+
+    @property
+    def last_val_psnr(self) -> float | None:
+        vals = [r["val_psnr"] for r in self.history if "val_psnr" in r]
+        return vals[-1] if vals else None
+
+
+def _check(config: LoopConfig) -> None:
+    ints = {"max_steps": config.max_steps, "ckpt_every": config.ckpt_every, "log_every": config.log_every}
+    bad = [k for k, v in ints.items() if v < 1]
+    if bad or config.val_every < 0 or config.val_views < 0 or config.precrop_steps < 0:
+        raise KiloNerfError(f"training loop: invalid settings {asdict(config)}")
+    if config.max_seconds is not None and not config.max_seconds > 0:
+        raise KiloNerfError(f"training loop: max_seconds must be positive, got {config.max_seconds}")
+
+
+def crop_pixel_ids(table: RayTable, frac: float) -> Tensor:
+    """(K,) int64 table rows inside each image's central crop of relative size ``frac``.
+
+    Rows y in [H//2 - dH, H//2 + dH) with dH = floor(H//2 * frac), likewise for x.
+    """
+    parts = []
+    for k, (h, w) in enumerate(table.sizes):
+        lo, hi = int(table.offsets[k]), int(table.offsets[k + 1])
+        xy = table.pixel_xy[lo:hi].long()
+        dh, dw = int(h // 2 * frac), int(w // 2 * frac)
+        rows = (xy[:, 1] >= h // 2 - dh) & (xy[:, 1] < h // 2 + dh)
+        keep = rows & (xy[:, 0] >= w // 2 - dw) & (xy[:, 0] < w // 2 + dw)
+        parts.append(torch.nonzero(keep).squeeze(1) + lo)
+    ids = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=table.device)
+    # Tiny images can have an empty crop: fall back to every pixel rather than fail.
+    return ids if ids.numel() else torch.arange(len(table), device=table.device)
+
+
+def validation_psnr(trainable: Trainable, val_rays: RayTable, views: list[int]) -> float:
+    """Mean over ``views`` of each whole image's PSNR (from its MSE), rendered by the trainable."""
+    psnrs = []
+    for k in views:
+        origins, dirs, rgb = val_rays.image(k)
+        pred = trainable.render_rays(origins, dirs).float().clamp(0.0, 1.0)
+        psnrs.append(mse_to_psnr(float(torch.mean((pred - rgb) ** 2))))
+    return sum(psnrs) / len(psnrs)
+
+
+def _save(path: Path, trainable: Trainable, gen: torch.Generator, stage: str, step: int,
+          elapsed: float, wall: float, history: list[Record], config: LoopConfig) -> None:
+    cuda = [s.cpu() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []
+    atomic_torch_save(path, {
+        "format": CKPT_FORMAT, "stage": stage, "step": step, "trainable": trainable.state_dict(),
+        "generator": gen.get_state(), "cpu_rng": torch.get_rng_state(), "cuda_rng": cuda,
+        "elapsed": elapsed, "wall": wall, "history": [dict(r) for r in history], "loop_config": asdict(config),
+    })  # fmt: skip
+
+
+def _restore(
+    path: Path, trainable: Trainable, gen: torch.Generator, stage: str
+) -> tuple[int, float, float, list[Record]]:
+    """Load a checkpoint into ``trainable`` and the RNGs; returns step, elapsed, wall, history."""
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        raise RunError(f"{path}: not a {CKPT_FORMAT} checkpoint")
+    if ckpt["stage"] != stage:
+        raise RunError(f"{path}: checkpoint of stage '{ckpt['stage']}', cannot resume stage '{stage}'")
+    try:
+        trainable.load_state_dict(ckpt["trainable"])
+        gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["cpu_rng"])
+        if ckpt["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        return int(ckpt["step"]), float(ckpt["elapsed"]), float(ckpt["wall"]), list(ckpt["history"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise RunError(f"{path}: cannot resume from this checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def _summarise(pending: list[dict[str, Any]], device: torch.device) -> dict[str, Tensor]:
+    """Per-step metrics (tensors or floats) -> key -> (n,) CPU float tensor; one device sync."""
+    keys = [k for k in pending[0] if all(k in m for m in pending)]
+    stacked = torch.stack(
+        [torch.as_tensor(m[k], dtype=torch.float32, device=device).reshape(()) for k in keys for m in pending]
+    )
+    return dict(zip(keys, stacked.cpu().reshape(len(keys), len(pending)).unbind(0)))
+
+
+def eta_seconds(steps_left: int, seconds_per_step: float, wall: float, max_seconds: float | None) -> float:
+    """Seconds until the stage ends: whichever comes first, the last step or the time budget."""
+    eta = steps_left * seconds_per_step if steps_left > 0 else 0.0
+    return eta if max_seconds is None else max(0.0, min(eta, max_seconds - wall))
+
+
+def _fmt_eta(seconds: float) -> str:
+    return tqdm.format_interval(max(0.0, seconds)) if math.isfinite(seconds) else "?"
+
+
+def run_training(
+    trainable: Trainable,
+    train_rays: RayTable | None,
+    val_rays: RayTable | None,
+    config: LoopConfig,
+    ckpt_path: str | Path,
+    stage: str,
+    log: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainingResult:
+    """Train ``trainable`` until ``config.max_steps`` or ``config.max_seconds``; resume if possible.
+
+    Each step draws ``trainable.rays_per_step`` rays (B, 3) uniformly over all pixels of
+    ``train_rays`` (on its device) with a generator seeded by ``config.seed``; with
+    ``rays_per_step == 0`` (or ``train_rays`` None) empty (0, 3) tensors are passed instead.
+    If ``ckpt_path`` exists the run continues from it exactly as if it had never stopped.
+    ``log`` receives every history record (plus ``"stage"``) as it is made.
+
+    Raises:
+        TrainingDiverged: the loss became non-finite; the checkpoint on disk is the last good one.
+        RunError: ``ckpt_path`` exists but belongs to another stage or cannot be loaded.
+    """
+    _check(config)
+    ckpt_path = Path(ckpt_path)
+    n_rays = int(trainable.rays_per_step)
+    if n_rays > 0 and train_rays is None:
+        raise KiloNerfError(f"{stage}: the model trains on {n_rays} rays per step but no training rays were given")
+    device = train_rays.device if train_rays is not None else torch.device(getattr(trainable, "device", "cpu"))
+    gen = torch.Generator(device=device)
+    gen.manual_seed(config.seed)
+    step, elapsed0, wall0, history, resumed_from = 0, 0.0, 0.0, [], None
+    if ckpt_path.exists():
+        step, elapsed0, wall0, history = _restore(ckpt_path, trainable, gen, stage)
+        resumed_from = step
+    else:
+        torch.manual_seed(config.seed)  # global RNG (also CUDA) for trainables that use it
+    saved_step = step if resumed_from is not None else None
+    start_step = step
+    views: list[int] = []
+    if val_rays is not None and config.val_views > 0 and val_rays.num_images > 0:
+        views = sorted({int(v) for v in np.linspace(0, val_rays.num_images - 1, config.val_views).round()})
+    crop = None
+    if n_rays > 0 and step < config.precrop_steps:
+        crop = crop_pixel_ids(train_rays, config.precrop_frac)  # type: ignore[arg-type]
+    empty = torch.zeros(0, 3, device=device)
+    pending: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    overhead = 0.0  # seconds this session spent validating and checkpointing
+
+    def clocks() -> tuple[float, float]:
+        now = time.perf_counter() - t_start
+        return elapsed0 + now - overhead, wall0 + now
+
+    def record_at(s: int) -> Record:
+        if not history or history[-1]["step"] != s:
+            elapsed, wall = clocks()
+            history.append({"step": s, "elapsed": elapsed, "wall": wall})
+        return history[-1]
+
+    def flush() -> Record | None:
+        """Read back pending metrics: divergence check and a history record."""
+        if not pending:
+            return None
+        first = step - len(pending)
+        stats = _summarise(pending, device)
+        pending.clear()
+        loss = stats["loss"]
+        bad = ~torch.isfinite(loss)
+        if bool(bad.any()):
+            k = int(torch.nonzero(bad)[0, 0])
+            where = f"{ckpt_path} (step {saved_step}) kept" if saved_step is not None else "no checkpoint written yet"
+            msg = f"{stage}: loss is {float(loss[k])} at step {first + k}; last good checkpoint: {where}"
+            raise TrainingDiverged(msg)
+        rec = record_at(step)
+        rec.update({k: float(v.mean()) for k, v in stats.items()})
+        return rec
+
+    def validate() -> None:
+        nonlocal overhead
+        t0 = time.perf_counter()
+        record_at(step)["val_psnr"] = validation_psnr(trainable, val_rays, views)  # type: ignore[arg-type]
+        overhead += time.perf_counter() - t0
+
+    def save() -> None:
+        nonlocal overhead, saved_step
+        t0 = time.perf_counter()
+        elapsed, wall = clocks()
+        _save(ckpt_path, trainable, gen, stage, step, elapsed, wall, history, config)
+        saved_step = step
+        overhead += time.perf_counter() - t0
+
+    def emit(bar: tqdm) -> None:
+        rec = history[-1]
+        if log is not None:
+            log({"stage": stage, **rec})
+        elapsed, wall = clocks()
+        done = step - start_step
+        per_step = (elapsed - elapsed0) / done if done else math.inf
+        eta = eta_seconds(config.max_steps - step, per_step, wall, config.max_seconds)
+        text = f"loss={rec.get('loss', math.nan):.4g} psnr={rec.get('psnr', math.nan):.2f}"
+        if "val_psnr" in rec:
+            text += f" val={rec['val_psnr']:.2f}"
+        bar.set_postfix_str(f"{text} eta={_fmt_eta(eta)}", refresh=False)
+
+    stopped = "max_steps"
+    fmt = "{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed} {rate_fmt} {postfix}"
+    with tqdm(total=config.max_steps, initial=step, desc=stage, bar_format=fmt, unit="it",
+              disable=not config.progress, dynamic_ncols=True) as bar:  # fmt: skip
+        while step < config.max_steps:
+            if config.max_seconds is not None and clocks()[1] >= config.max_seconds:
+                stopped = "max_seconds"
+                break
+            if n_rays == 0 or train_rays is None:
+                origins = dirs = rgb = empty
+            elif crop is not None and step < config.precrop_steps:
+                pick = torch.randint(0, crop.numel(), (n_rays,), device=device, generator=gen)
+                origins, dirs, rgb = train_rays.rays(crop[pick])
+            else:
+                origins, dirs, rgb = train_rays.sample(n_rays, generator=gen)
+            pending.append(trainable.train_step(step, origins, dirs, rgb))
+            step += 1
+            bar.update(1)
+            do_val = bool(views) and config.val_every > 0 and step % config.val_every == 0
+            if step % config.log_every == 0 or step % config.ckpt_every == 0 or do_val:
+                flush()
+                if do_val:
+                    validate()
+                emit(bar)
+            if step % config.ckpt_every == 0:
+                save()
+        changed = flush() is not None
+        measured = bool(history) and history[-1]["step"] == step and "val_psnr" in history[-1]
+        if views and step > start_step and not measured:
+            validate()  # always end a stage with a validation score
+            changed = True
+        if changed:
+            emit(bar)
+    if saved_step != step:
+        save()
+    elapsed, wall = clocks()
+    return TrainingResult(stage, step, elapsed, wall, stopped, list(history), resumed_from)

@@ -1,0 +1,192 @@
+"""Training the paper's NeRF teacher on the photos (stage 1 of the pipeline)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from kilonerf.data.cameras import ray_box_intersect
+from kilonerf.data.scene import Scene
+from kilonerf.errors import KiloNerfError, RunError
+from kilonerf.fields.nerf import NeRFField
+from kilonerf.render.dense import render_dense
+from kilonerf.render.volume import RenderOutput
+from kilonerf.train.loop import LoopConfig
+
+
+@dataclass(frozen=True)
+class NeRFTeacherConfig:
+    """Hyperparameters of the teacher; defaults are the paper's (the ``paper`` preset)."""
+
+    num_samples: int = 384
+    """Stratified samples per ray between the box entry and exit (no coarse/fine)."""
+    rays_per_step: int = 1024
+    lr: float = 5e-4
+    lr_decay_rate: float = 0.1
+    lr_decay_steps: int = 500_000
+    """lr(step) = lr * lr_decay_rate ** (step / lr_decay_steps)."""
+    iterations: int = 600_000
+    precrop_steps: int = 10_000
+    """For the first steps rays come only from the central crop of each image (Synthetic)."""
+    precrop_frac: float = 0.5
+    num_freqs_pos: int = 10
+    num_freqs_dir: int = 4
+    width: int = 256
+    depth: int = 8
+    dir_width: int = 128
+    init_density_scale: float = 1.0
+    """Initial density bias times the scene-box diagonal (see :class:`NeRFField`)."""
+    eval_chunk_points: int = 1 << 20
+    """Samples evaluated at once by :meth:`NeRFTeacherTrainer.render_rays`."""
+    seed: int = 0
+    """Seeds the weight initialisation and the stratified jitter."""
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "NeRFTeacherConfig":
+        """``paper`` (the published setting) or ``cpu`` (tiny, only to exercise the code)."""
+        if name not in TEACHER_PRESETS:
+            raise KiloNerfError(f"unknown teacher preset '{name}' (have: {', '.join(TEACHER_PRESETS)})")
+        return replace(TEACHER_PRESETS[name], **overrides)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "NeRFTeacherConfig":
+        """Inverse of ``dataclasses.asdict``; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        extra = set(d) - known
+        if extra:
+            raise RunError(f"teacher config: unknown keys {sorted(extra)}")
+        return cls(**d)
+
+    def loop_config(self, **overrides: Any) -> LoopConfig:
+        """A :class:`LoopConfig` for this teacher: ``iterations`` steps, the paper's centre crop."""
+        base = LoopConfig(max_steps=self.iterations, precrop_steps=self.precrop_steps, precrop_frac=self.precrop_frac)
+        return replace(base, **overrides)
+
+
+TEACHER_PRESETS: dict[str, NeRFTeacherConfig] = {
+    "paper": NeRFTeacherConfig(),
+    # Runs in minutes on a couple of CPU cores; the picture will be blurry.
+    "cpu": NeRFTeacherConfig(
+        num_samples=64,
+        rays_per_step=256,
+        iterations=300,
+        lr_decay_steps=3_000,
+        precrop_steps=50,
+        width=128,
+        dir_width=64,
+        eval_chunk_points=1 << 16,
+    ),
+}
+
+
+def mse_to_psnr(mse: Tensor) -> Tensor:
+    """PSNR in dB for images in [0, 1] (no sync: stays a tensor)."""
+    return -10.0 * torch.log10(mse)
+
+
+class NeRFTeacherTrainer:
+    """A :class:`NeRFField` with its Adam optimiser; implements ``kilonerf.train.trainable.Trainable``.
+
+    Rays are sampled only inside the scene box (``ray_box_intersect``); rays that miss the box
+    render as the background colour.
+    """
+
+    def __init__(self, scene: Scene, config: NeRFTeacherConfig, device: torch.device | str = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.rays_per_step = config.rays_per_step
+        diagonal = float(np.linalg.norm(scene.bbox[1] - scene.bbox[0]))
+        with torch.random.fork_rng(devices=[]):
+            # A fixed seed for the initial weights without disturbing the caller's RNG.
+            torch.manual_seed(config.seed)
+            self.field = NeRFField(
+                num_freqs_pos=config.num_freqs_pos,
+                num_freqs_dir=config.num_freqs_dir,
+                width=config.width,
+                depth=config.depth,
+                dir_width=config.dir_width,
+                # A light initial fog across the box, so that most raw sigmas start positive.
+                density_bias=config.init_density_scale / max(diagonal, 1e-6),
+            ).to(self.device)
+        self.optimizer = torch.optim.Adam(self.field.parameters(), lr=config.lr)
+        self.bbox = torch.as_tensor(scene.bbox, dtype=torch.float32, device=self.device)
+        self.background = torch.as_tensor(scene.background, dtype=torch.float32, device=self.device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(config.seed + 1)
+        self.step = 0
+        """Optimisation steps taken so far."""
+
+    def lr_at(self, step: int) -> float:
+        c = self.config
+        return c.lr * c.lr_decay_rate ** (step / c.lr_decay_steps)
+
+    def _segments(self, origins: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+        near, far, hit = ray_box_intersect(origins, dirs, self.bbox)
+        # An empty segment gives zero step lengths, hence zero opacity: background only.
+        return near, torch.where(hit, far, near)
+
+    def render(self, origins: Tensor, dirs: Tensor, sampling: str) -> RenderOutput:
+        """Differentiable render of rays (N, 3) inside the scene box."""
+        near, far = self._segments(origins, dirs)
+        return render_dense(
+            self.field,
+            origins,
+            dirs,
+            near,
+            far,
+            self.config.num_samples,
+            self.background,
+            sampling=sampling,
+            generator=self.generator,
+        )
+
+    def train_step(self, step: int, origins: Tensor, dirs: Tensor, rgb: Tensor) -> dict[str, Tensor]:
+        """One Adam step on rays (B, 3) with targets (B, 3); returns 0-dim tensors loss, psnr."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+        self.field.train()
+        out = self.render(origins, dirs, "stratified")
+        loss = torch.mean((out.rgb - rgb) ** 2)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step = step + 1
+        loss = loss.detach()
+        return {"loss": loss, "psnr": mse_to_psnr(loss)}
+
+    @torch.no_grad()
+    def render_rays(self, origins: Tensor, dirs: Tensor) -> Tensor:
+        """Evaluation render at the bin centres, chunked: rays (N, 3) -> rgb (N, 3)."""
+        self.field.eval()
+        chunk = max(1, self.config.eval_chunk_points // self.config.num_samples)
+        out = [
+            self.render(origins[i : i + chunk], dirs[i : i + chunk], "centers").rgb
+            for i in range(0, origins.shape[0], chunk)
+        ]
+        return torch.cat(out) if out else origins.new_zeros(0, 3)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model, optimiser, jitter RNG, step and config: plain tensors and containers only."""
+        return {
+            "model": self.field.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "step": self.step,
+            "config": asdict(self.config),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = NeRFTeacherConfig.from_dict(state["config"])
+        shape_keys = ("num_freqs_pos", "num_freqs_dir", "width", "depth", "dir_width")
+        mismatch = [k for k in shape_keys if getattr(saved, k) != getattr(self.config, k)]
+        if mismatch:
+            raise RunError(f"teacher checkpoint has a different network ({', '.join(mismatch)} differ)")
+        self.field.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"].cpu())
+        self.step = int(state["step"])
+
