@@ -1,0 +1,134 @@
+"""The fast renderer against the dense reference renderer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kilonerf.data.cameras import ray_box_intersect
+from kilonerf.fields.multinet import MultiNetField
+from kilonerf.render.dense import render_dense
+from kilonerf.render.fast import render_fast
+from kilonerf.render.occupancy import OccupancyGrid
+
+BOX = torch.tensor([[-1.0, -0.8, -0.6], [1.0, 0.8, 0.6]])
+BG = torch.tensor([1.0, 0.9, 0.8])
+S = 96
+
+
+@pytest.fixture(scope="module")
+def field() -> MultiNetField:
+    f = MultiNetField(BOX, max_res=5, shared_init=False, seed=7)
+    with torch.no_grad():
+        f.biases[2][:, 0] += 2.0  # enough density that rays are far from transparent
+    return f
+
+
+@pytest.fixture(scope="module")
+def rays() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    n = 300
+    origins = torch.nn.functional.normalize(torch.randn((n, 3), generator=gen), dim=-1) * 3.0
+    target = (torch.rand((n, 3), generator=gen) * 2 - 1) * 1.3  # some rays miss the box
+    dirs = torch.nn.functional.normalize(target - origins, dim=-1)
+    origins[:5] = torch.rand((5, 3), generator=gen) * 0.5  # a few start inside the box
+    return origins, dirs
+
+
+def _sphere_occupancy(res: tuple[int, int, int] = (20, 16, 12), radius: float = 0.7) -> OccupancyGrid:
+    size = (BOX[1] - BOX[0]) / torch.tensor(res)
+    axes = [BOX[0, a] + (torch.arange(res[a]) + 0.5) * size[a] for a in range(3)]
+    centers = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+    return OccupancyGrid.from_dense(centers.norm(dim=-1) < radius, BOX)
+
+
+def test_matches_dense_without_skipping(field: MultiNetField, rays: tuple[torch.Tensor, torch.Tensor]) -> None:
+    o, d = rays
+    near, far = torch.full((o.shape[0],), 0.5), torch.full((o.shape[0],), 5.5)
+    with torch.no_grad():
+        ref = render_dense(field, o, d, near, far, S, BG)
+    out = render_fast(field, None, o, d, near, far, S, BG, ert_threshold=0.0, use_occupancy=False)
+    assert 0.2 < float(ref.acc.mean()) < 0.9
+    assert float((out.rgb - ref.rgb).abs().mean()) <= 1e-4
+    assert float((out.rgb - ref.rgb).abs().max()) <= 1e-4
+    assert torch.allclose(out.acc, ref.acc, atol=1e-5) and torch.allclose(out.depth, ref.depth, atol=1e-4)
+    # Exactly the samples inside the network grid were evaluated.
+    t = near[:, None] + torch.arange(S) * ((far - near) / (S - 1))[:, None]
+    inside = field.grid.inside((o[:, None] + t[..., None] * d[:, None]).reshape(-1, 3))
+    assert out.samples_evaluated == out.samples_candidate == int(inside.sum())
+    per_ray = inside.reshape(-1, S).sum(dim=1)
+    assert out.passes == int((per_ray.max() + 7) // 8)  # one chunk: the longest ray sets it
+
+
+def test_matches_dense_with_box_near_far_and_pass_sizes(field: MultiNetField, rays: tuple[torch.Tensor, torch.Tensor]) -> None:
+    o, d = rays
+    near, far, _ = ray_box_intersect(o, d, BOX)
+    far = torch.maximum(far, near + 1e-3)
+    with torch.no_grad():
+        ref = render_dense(field, o, d, near, far, S, BG)
+    for per_pass, chunk in [(1, 1 << 15), (3, 37), (16, 1 << 15)]:
+        out = render_fast(
+            field, None, o, d, near, far, S, BG, ert_threshold=0.0, use_occupancy=False,
+            samples_per_pass=per_pass, ray_chunk=chunk,
+        )
+        assert float((out.rgb - ref.rgb).abs().max()) <= 1e-4
+
+
+def _sparse_occupancy() -> OccupancyGrid:
+    """Three small balls in a finer grid, so that the coarse skip grid has empty cells."""
+    res = (64, 52, 40)
+    size = (BOX[1] - BOX[0]) / torch.tensor(res)
+    axes = [BOX[0, a] + (torch.arange(res[a]) + 0.5) * size[a] for a in range(3)]
+    centers = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+    dense = torch.zeros(res, dtype=torch.bool)
+    for c in ([0.5, 0.2, 0.0], [-0.4, -0.3, 0.2], [0.0, 0.4, -0.3]):
+        dense |= (centers - torch.tensor(c)).norm(dim=-1) < 0.2
+    return OccupancyGrid.from_dense(dense, BOX)
+
+
+@pytest.mark.parametrize("kind", ["sphere", "sparse"])
+def test_occupancy_equals_dense_sample_mask(
+    field: MultiNetField, rays: tuple[torch.Tensor, torch.Tensor], kind: str
+) -> None:
+    o, d = rays
+    occ = _sphere_occupancy() if kind == "sphere" else _sparse_occupancy()
+    if kind == "sparse":
+        assert 0.2 < float(occ.coarse_skip_grid(8).float().mean()) < 0.9
+    near, far = 0.5, 5.5
+    n = o.shape[0]
+    with torch.no_grad():
+        ref = render_dense(field, o, d, torch.full((n,), near), torch.full((n,), far), S, BG, sample_mask=occ.lookup)
+    out = render_fast(field, occ, o, d, near, far, S, BG, ert_threshold=0.0)
+    assert float((out.rgb - ref.rgb).abs().max()) <= 1e-4
+    assert torch.allclose(out.depth, ref.depth, atol=1e-4)
+    t = near + torch.arange(S) * ((far - near) / (S - 1))
+    pts = (o[:, None] + t[None, :, None] * d[:, None]).reshape(-1, 3)
+    assert out.samples_evaluated == int(occ.lookup(pts).sum()) > 0
+    full = render_fast(field, None, o, d, near, far, S, BG, ert_threshold=0.0, use_occupancy=False)
+    assert out.samples_evaluated < 0.6 * full.samples_evaluated
+
+
+def test_early_termination_bounded_error(rays: tuple[torch.Tensor, torch.Tensor]) -> None:
+    o, d = rays
+    opaque = MultiNetField(BOX, max_res=5, shared_init=False, seed=8)
+    with torch.no_grad():
+        opaque.biases[2][:, 0] += 20.0
+    occ = _sphere_occupancy()
+    exact = render_fast(opaque, occ, o, d, 0.5, 5.5, S, BG, ert_threshold=0.0)
+    ert = render_fast(opaque, occ, o, d, 0.5, 5.5, S, BG, ert_threshold=0.01)
+    assert float(exact.acc.max()) > 0.99
+    assert ert.samples_evaluated < 0.8 * exact.samples_evaluated
+    # The dropped tail has total weight <= the transmittance at termination (<= 0.01).
+    assert float((ert.rgb - exact.rgb).abs().max()) <= 0.01 + 1e-5
+    assert bool((ert.acc <= exact.acc + 1e-6).all())
+
+
+def test_empty_occupancy_and_missing_rays(field: MultiNetField, rays: tuple[torch.Tensor, torch.Tensor]) -> None:
+    o, d = rays
+    empty = OccupancyGrid.from_dense(torch.zeros(4, 4, 4, dtype=torch.bool), BOX)
+    out = render_fast(field, empty, o, d, 0.5, 5.5, S, BG)
+    assert out.samples_evaluated == 0 and torch.allclose(out.rgb, BG.expand_as(out.rgb))
+    away = torch.tensor([[5.0, 5.0, 5.0]]).expand(4, 3)
+    dirs = torch.nn.functional.normalize(torch.tensor([[1.0, 0.2, 0.1]]), dim=-1).expand(4, 3)
+    miss = render_fast(field, _sphere_occupancy(), away, dirs, 0.5, 5.5, S, None, use_occupancy=True)
+    assert miss.samples_evaluated == 0 and float(miss.rgb.abs().max()) == 0.0
