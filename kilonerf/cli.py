@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from kilonerf.errors import KiloNerfError
 
@@ -26,6 +27,58 @@ def _cmd_procedural(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(f"wrote the procedural scene ({args.train}/{args.val}/{args.test} views, {args.size} px) to {out}")
     return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from kilonerf.train.pipeline import default_device, open_run, run_pipeline
+
+    overrides = dict(_parse_setting(s) for s in args.set)
+    run, cfg, scene = open_run(args.data, args.out, args.preset, args.teacher, args.no_distill, overrides)
+    device = torch_device(args.device) if args.device else default_device()
+    print(f"run {run.root}: preset {cfg.preset}, teacher {cfg.teacher}, device {device}")
+    run_pipeline(run, cfg, scene, device, [args.stage] if args.stage else None)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from kilonerf.data.load import load_scene
+    from kilonerf.evaluation import evaluate_split, format_table
+    from kilonerf.io import atomic_write_json
+    from kilonerf.models import default_model, load_renderer, run_scene_path
+    from kilonerf.train.pipeline import default_device
+    from kilonerf.train.run_dir import RunDir
+
+    run = RunDir(Path(args.run))
+    run.read_meta()
+    device = torch_device(args.device) if args.device else default_device()
+    model = args.model or default_model(run)
+    scene = load_scene(args.data if args.data else run_scene_path(run))
+    if args.split not in scene.splits:
+        raise KiloNerfError(f"{scene.root}: no '{args.split}' split (has: {', '.join(scene.splits)})")
+    render = load_renderer(run, model, scene, device)
+    out_dir = run.eval_dir(model, args.split)
+    result = evaluate_split(render, scene, args.split, out_dir, device, max_views=args.max_views)
+    print(format_table({model: result}))
+    print(f"{result['views']} views of '{args.split}'; images and metrics.json in {out_dir}")
+    if args.json:
+        atomic_write_json(args.json, {"model": model, **result})
+    return 0
+
+
+def _parse_setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or "." not in key:
+        raise KiloNerfError(f"--set expects SECTION.NAME=VALUE (e.g. finetune_loop.max_steps=100), got '{text}'")
+    return key, value
+
+
+def torch_device(name: str):  # noqa: ANN201 - torch imported lazily to keep --help fast
+    import torch
+
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise KiloNerfError(f"--device: {exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +114,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=_cmd_procedural)
+
+    p = sub.add_parser(
+        "train",
+        help="train (or resume) a run: teacher, occupancy, distill, finetune",
+        description="Train every stage in order into the run directory OUT, skipping finished stages "
+        "and resuming an interrupted one. --stage runs one stage alone (re-running it if it was done).",
+    )
+    p.add_argument("data", nargs="?", help="scene folder (any supported format); optional when resuming OUT")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--stage", choices=["teacher", "occupancy", "distill", "finetune"], help="run only this stage")
+    p.add_argument("--teacher", choices=["fast", "nerf"], help="teacher field (default: fast)")
+    p.add_argument("--preset", choices=["cpu", "paper"], help="hyperparameters (default: cpu)")
+    p.add_argument("--no-distill", action="store_true", help="train the tiny MLPs from scratch (the paper's ablation)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
+                   help="override one setting of a new run, e.g. finetune_loop.max_steps=200")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="render every view of a split and report PSNR / SSIM / LPIPS / ms per frame",
+        description="Render each view of SPLIT with the run's model, save the images and metrics.json "
+        "under RUN/eval/MODEL_SPLIT/, and print the means.",
+    )
+    p.add_argument("run", help="run directory")
+    p.add_argument("--model", choices=["teacher", "student"], help="default: student if trained, else teacher")
+    p.add_argument("--data", help="another folder holding the same scene (e.g. only its test split)")
+    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    p.add_argument("--json", help="also write the means and per-image values to this JSON file")
+    p.add_argument("--max-views", type=int, help="evaluate only the first N views")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.set_defaults(func=_cmd_eval)
     return parser
 
 

@@ -1,0 +1,68 @@
+"""Whole pipeline on a scene: stage times, teacher vs student quality, student render time.
+
+    python benchmarks/pipeline.py ../shared/data/lego_100 --out runs/lego100 [--no-distill] [--json F]
+
+Runs (or resumes) `kilonerf train` with the given preset, then evaluates teacher and student
+on the val split and prints one table. Numbers depend on the machine: quote them with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from kilonerf.evaluation import evaluate_split, format_table
+from kilonerf.io import atomic_write_json
+from kilonerf.models import load_renderer
+from kilonerf.train.pipeline import default_device, open_run, run_pipeline
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--no-distill", action="store_true")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+
+    device = default_device()
+    run, cfg, scene = open_run(args.data, args.out, args.preset, None, args.no_distill)
+    t0 = time.perf_counter()
+    run_pipeline(run, cfg, scene, device)
+    wall = time.perf_counter() - t0
+    stages = json.loads((run.root / "stages.json").read_text())
+    rows = {}
+    for model in ("teacher", "student"):
+        render = load_renderer(run, model, scene, device)
+        rows[model] = evaluate_split(render, scene, args.split, run.eval_dir(model, args.split), device)
+    print(format_table(rows))
+    times = {k: round(v.get("seconds", 0.0), 1) for k, v in stages.items()}
+    print(f"stage seconds: {times}  (total {sum(times.values()):.0f} s; this invocation {wall:.0f} s)")
+    machine = f"{cpu_name()}, {torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    print(f"machine: {machine}")
+    if args.json:
+        atomic_write_json(args.json, {
+            "machine": machine, "preset": args.preset, "no_distill": args.no_distill, "stage_seconds": times,
+            **{m: {k: r[k] for k in ("psnr", "ssim", "ssim_skimage", "lpips", "ms_per_frame")} for m, r in rows.items()},
+        })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Trained models of a run directory as render functions (rays -> colours)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from kilonerf.data.scene import Scene
+from kilonerf.errors import RunError
+from kilonerf.evaluation import RenderFn
+from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.train.config import PipelineConfig
+from kilonerf.train.finetune import StudentRenderer
+from kilonerf.train.run_dir import RunDir
+from kilonerf.train.student_io import load_student
+from kilonerf.train.teacher import load_teacher
+
+MODELS = ("teacher", "student")
+
+
+def default_model(run: RunDir) -> str:
+    """The student once it exists, else the teacher."""
+    return "student" if run.student_path.is_file() else "teacher"
+
+
+def load_renderer(
+    run: RunDir, model: str, scene: Scene, device: torch.device, num_samples: int = 384, chunk_rays: int = 1 << 14
+) -> RenderFn:
+    """A render function for ``model`` (``teacher`` or ``student``) of the run.
+
+    The student renders with the fast renderer (empty-space skipping, early termination),
+    ``num_samples`` uniform steps from the scene's near to far as in the paper.
+    """
+    cfg = PipelineConfig.from_dict(run.read_meta()["config"])
+    if model == "teacher":
+        trainer = load_teacher(run, scene, cfg.teacher, cfg.teacher_params, device)
+        return trainer.render_rays
+    if model == "student":
+        student = load_student(run.require(run.student_path, "fine-tuned student", "finetune"), device)
+        occupancy = OccupancyGrid.load(run.require(run.occupancy_path, "occupancy grid", "occupancy")).to(device)
+        return StudentRenderer(student, occupancy, scene, num_samples, chunk_rays).render
+    raise RunError(f"unknown model '{model}' (have: {', '.join(MODELS)})")
+
+
+def run_scene_path(run: RunDir) -> Path:
+    return Path(run.read_meta()["data"])

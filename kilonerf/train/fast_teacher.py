@@ -1,0 +1,228 @@
+"""Training the fast grid teacher (:class:`GridTeacherField`) on the photos.
+
+Schedule: a short coarse phase on the scene's own box finds where the object is; the grids
+are then resampled into the tight box around it (``field.box_min/box_max``, the "bbox from
+the teacher" later stages can use) and grown coarse-to-fine at the steps in
+``FastTeacherConfig.res_schedule``. Rays are marched with a step of ``step_ratio`` density
+cells through the occupancy bitfield; colour (feature gather + MLP) is evaluated only on
+samples whose compositing weight exceeds ``color_weight_threshold``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from kilonerf.data.cameras import ray_box_intersect
+from kilonerf.data.scene import Scene
+from kilonerf.errors import RunError
+from kilonerf.fields.grid_raymarch import march_occupied, packed_composite, packed_weights
+from kilonerf.fields.grid_teacher import GridTeacherField
+
+
+@dataclass(frozen=True)
+class FastTeacherConfig:
+    total_steps: int = 6000
+    rays_per_step: int = 4096
+    coarse_res: int = 48
+    """Density and feature nodes on the longest axis while the scene box is in use."""
+    res_schedule: tuple[tuple[int, int, int], ...] = ((300, 80, 64), (1500, 112, 80), (3000, 160, 112))
+    """(step, density nodes, feature nodes) on the longest axis; the first entry also shrinks
+    the box to the occupied region."""
+    feature_dim: int = 12
+    hidden: int = 64
+    lr_grid: float = 0.1
+    lr_mlp: float = 1e-3
+    lr_final_factor: float = 0.1
+    """Learning rates decay exponentially to this fraction at ``total_steps``."""
+    step_ratio: float = 0.5
+    """Ray-march step in density cells."""
+    alpha_init: float = 1e-4
+    """Initial opacity of one coarse march step: free space starts (almost) empty and only
+    grows density where the photos need it, so the occupancy grid has something to skip."""
+    coarse_rays: int = 2048
+    """Rays used per step before the box shrink (the first ones of the batch)."""
+    occupancy_every: int = 100
+    prune: bool = True
+    """At each occupancy refresh, set nodes below the threshold to empty, so that the field's
+    own density (what distillation sees) matches what training rendered."""
+    occupancy_alpha: float = 1e-4
+    """A cell is empty when every corner's opacity over one march step is below this."""
+    color_weight_threshold: float = 1e-4
+    bbox_alpha: float = 1e-2
+    """Opacity over one coarse cell that counts as 'object' when shrinking the box."""
+    bbox_margin_cells: float = 1.5
+    tv_weight: float = 1e-5
+    tv_until: int = 4000
+    eval_chunk_rays: int = 8192
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FastTeacherConfig":
+        known = {f.name for f in fields(cls)}
+        extra = set(d) - known
+        if extra:
+            raise RunError(f"fast teacher config: unknown keys {sorted(extra)}")
+        d = dict(d)
+        if "res_schedule" in d:
+            d["res_schedule"] = tuple(tuple(int(v) for v in e) for e in d["res_schedule"])
+        return cls(**d)
+
+
+def mse_to_psnr(mse: Tensor) -> Tensor:
+    return -10.0 * torch.log10(mse)
+
+
+def density_tv(grid: Tensor) -> Tensor:
+    """Mean squared difference of neighbouring nodes along each axis of (1, Rz, Ry, Rx)."""
+    g = grid[0]
+    return ((g[1:] - g[:-1]).square().mean() + (g[:, 1:] - g[:, :-1]).square().mean()
+            + (g[:, :, 1:] - g[:, :, :-1]).square().mean())
+
+
+class FastTeacherTrainer:
+    """A :class:`GridTeacherField` with its optimiser and schedule; a ``Trainable``."""
+
+    def __init__(self, scene: Scene, config: FastTeacherConfig, device: torch.device | str = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.rays_per_step = config.rays_per_step
+        box = torch.as_tensor(scene.bbox, dtype=torch.float32, device=self.device)
+        self.near, self.far = float(scene.near), float(scene.far)
+        self.background = torch.as_tensor(scene.background, dtype=torch.float32, device=self.device)
+        cell = float((box[1] - box[0]).max()) / (config.coarse_res - 1)
+        sigma_init = -math.log1p(-config.alpha_init) / (config.step_ratio * cell)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.field = GridTeacherField(box[0], box[1], config.coarse_res, config.coarse_res, config.feature_dim,
+                                          config.hidden, sigma_init=sigma_init).to(self.device)
+            self.field.use_mlp.fill_(False)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(config.seed + 1)
+        self.optimizer = self._make_optimizer()
+        self.step = 0
+        self.stage = 0
+        """How many ``res_schedule`` entries have been applied."""
+
+    # ---- schedule -----------------------------------------------------------------------
+    def _make_optimizer(self, old: torch.optim.Adam | None = None) -> torch.optim.Adam:
+        c = self.config
+        opt = torch.optim.Adam([
+            {"params": [self.field.density_grid, self.field.feature_grid], "lr": c.lr_grid, "name": "grid"},
+            {"params": list(self.field.mlp.parameters()), "lr": c.lr_mlp, "name": "mlp"},
+        ], betas=(0.9, 0.99))
+        if old is not None:  # keep the MLP's moments across grid resizes
+            for p in self.field.mlp.parameters():
+                if p in old.state:
+                    opt.state[p] = old.state[p]
+        return opt
+
+    def lr_factor(self, step: int) -> float:
+        return self.config.lr_final_factor ** (step / max(1, self.config.total_steps))
+
+    def march_step(self) -> float:
+        return self.config.step_ratio * self.field.voxel_size
+
+    def _apply_stage(self, stage: int) -> None:
+        """Apply ``res_schedule[stage]``: shrink the box (first entry) and resample."""
+        c = self.config
+        _, dres, fres = c.res_schedule[stage]
+        f = self.field
+        if stage == 0:
+            sigma = -math.log1p(-c.bbox_alpha) / f.voxel_size
+            box = f.occupied_bbox(sigma, c.bbox_margin_cells)
+        else:
+            box = torch.stack([f.box_min, f.box_max])
+        f.resize(box[0], box[1], dres, fres)
+        f.use_mlp.fill_(True)
+        self.optimizer = self._make_optimizer(self.optimizer)
+        self.stage = stage + 1
+        self.update_occupancy()
+
+    def update_occupancy(self) -> float:
+        """Refresh the occupancy bitfield (and prune); returns the occupied fraction."""
+        sigma = -math.log1p(-self.config.occupancy_alpha) / self.march_step()
+        if self.config.prune:
+            self.field.prune(sigma)
+        return self.field.update_occupancy(sigma)
+
+    # ---- rendering ----------------------------------------------------------------------
+    def render(self, origins: Tensor, dirs: Tensor, jitter: Tensor | None) -> tuple[Tensor, Tensor, int]:
+        """Differentiable render: rgb (N, 3), acc (N,), number of samples marched."""
+        f = self.field
+        near, far, hit = ray_box_intersect(origins, dirs, torch.stack([f.box_min, f.box_max]))
+        near = near.clamp_min(self.near)
+        far = torch.where(hit, far.clamp_max(self.far), near)
+        step = self.march_step()
+        s = march_occupied(origins, dirs, near, far, step, f.box_min, f.box_max, f.occupancy, jitter)
+        n = origins.shape[0]
+        sigma = f.activate(f.raw_density(s.points))
+        weights = packed_weights(sigma * step, s.ray_id, n)
+        keep = weights.detach() > self.config.color_weight_threshold
+        rgb = f.color(s.points[keep], dirs[s.ray_id[keep]])
+        color, acc = packed_composite(weights[keep], rgb, s.ray_id[keep], n, self.background,
+                                      acc_weights=weights, acc_ray_id=s.ray_id)
+        return color, acc, int(s.ray_id.shape[0])
+
+    # ---- Trainable ----------------------------------------------------------------------
+    def train_step(self, step: int, origins: Tensor, dirs: Tensor, rgb: Tensor) -> dict[str, Tensor]:
+        c = self.config
+        while self.stage < len(c.res_schedule) and step >= c.res_schedule[self.stage][0]:
+            self._apply_stage(self.stage)
+        if self.stage == 0:
+            # Coarse phase: the whole scene box is marched (no occupancy yet) with fewer rays.
+            origins, dirs, rgb = origins[:c.coarse_rays], dirs[:c.coarse_rays], rgb[:c.coarse_rays]
+        elif step % c.occupancy_every == 0:
+            self.update_occupancy()
+        factor = self.lr_factor(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = (c.lr_grid if group["name"] == "grid" else c.lr_mlp) * factor
+        jitter = torch.rand(origins.shape[0], generator=self.generator, device=self.device)
+        color, _, num = self.render(origins, dirs, jitter)
+        mse = torch.mean((color - rgb) ** 2)
+        loss = mse
+        if c.tv_weight > 0 and step < c.tv_until:
+            loss = loss + c.tv_weight * density_tv(self.field.density_grid)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step = step + 1
+        mse = mse.detach()
+        return {"loss": loss.detach(), "psnr": mse_to_psnr(mse), "samples": torch.tensor(float(num))}
+
+    @torch.no_grad()
+    def render_rays(self, origins: Tensor, dirs: Tensor) -> Tensor:
+        """Evaluation render (samples at step centres), chunked: rays (N, 3) -> rgb (N, 3)."""
+        k = self.config.eval_chunk_rays
+        out = [self.render(origins[i:i + k], dirs[i:i + k], None)[0] for i in range(0, origins.shape[0], k)]
+        return torch.cat(out) if out else origins.new_zeros(0, 3)
+
+    def state_dict(self) -> dict[str, Any]:
+        cfg = asdict(self.config)
+        cfg["res_schedule"] = [list(e) for e in self.config.res_schedule]
+        return {
+            "model": self.field.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "step": self.step,
+            "stage": self.stage,
+            "config": cfg,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = FastTeacherConfig.from_dict(state["config"])
+        if (saved.feature_dim, saved.hidden) != (self.config.feature_dim, self.config.hidden):
+            raise RunError("fast teacher checkpoint has a different network (feature_dim / hidden differ)")
+        model = state["model"]
+        self.field.set_grids(model["box_min"], model["box_max"], model["density_grid"].clone(),
+                             model["feature_grid"].clone())
+        self.field.load_state_dict(model)
+        self.optimizer = self._make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"].cpu())
+        self.step = int(state["step"])
+        self.stage = int(state["stage"])

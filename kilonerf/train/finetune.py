@@ -1,0 +1,209 @@
+"""Stage 4: fine-tune the tiny MLPs on the photos (also the ``--no-distill`` from-scratch ablation).
+
+Rays get ``num_samples`` stratified samples between their entry into and exit from the network
+grid's box (clipped to the scene's near/far). Only samples in occupied voxels are evaluated
+(``render_dense``'s ``sample_mask``); the others contribute nothing, exactly as at render time,
+and skipping them is what makes a training step affordable.
+
+Loss: MSE(rgb) + ``l2_weight`` x the sum of the L2 norms (not squared) of the view-dependent
+parameter tensors (direction layer and RGB layer, weights and biases). Each of those tensors
+holds one layer of every network, so the norm is taken over all networks together, as the
+original's batched layers did. Adam, lr(step) = lr x lr_decay_rate ^ (step / lr_decay_steps).
+
+The ``cpu`` preset (lego at 100 px on two cores) trains on fewer rays and samples per step
+and decays the learning rate by 10x over its own short schedule instead of the paper's
+500k steps; both presets are defined in ``FINETUNE_PRESETS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from kilonerf.data.cameras import ray_box_intersect
+from kilonerf.data.scene import Scene
+from kilonerf.errors import RunError
+from kilonerf.fields.multinet import MultiNetField
+from kilonerf.render.dense import render_dense
+from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.train.loop import LoopConfig
+
+try:  # the fast renderer; the dense one with an occupancy mask is the fallback
+    from kilonerf.render.fast import render_fast
+except ImportError:  # pragma: no cover - depends on which modules exist
+    render_fast = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning hyperparameters; defaults are the paper's (the ``paper`` preset)."""
+
+    iterations: int = 1_000_000
+    rays_per_step: int = 8192
+    num_samples: int = 384
+    """Stratified training samples per ray between box entry and exit."""
+    lr: float = 1e-3
+    lr_decay_rate: float = 0.1
+    lr_decay_steps: int = 500_000
+    l2_weight: float = 1e-6
+    render_samples: int = 384
+    """Samples per ray (near to far, uniform) for validation renders."""
+    render_chunk_rays: int = 1 << 14
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.iterations, self.rays_per_step, self.num_samples, self.lr_decay_steps, self.render_chunk_rays) < 1:
+            raise RunError(f"finetune config: counts must be >= 1 ({self})")
+        if self.lr <= 0 or not 0 < self.lr_decay_rate <= 1 or self.l2_weight < 0 or self.render_samples < 2:
+            raise RunError(f"finetune config: need lr > 0, 0 < lr_decay_rate <= 1, l2_weight >= 0, render_samples >= 2 ({self})")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "FinetuneConfig":
+        """``paper`` (the published setting) or ``cpu`` (lego at 100 px on two cores)."""
+        if name not in FINETUNE_PRESETS:
+            raise RunError(f"unknown finetune preset '{name}' (have: {', '.join(FINETUNE_PRESETS)})")
+        return replace(FINETUNE_PRESETS[name], **overrides)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FinetuneConfig":
+        """Inverse of ``dataclasses.asdict``; unknown keys are a RunError."""
+        extra = set(d) - {f.name for f in fields(cls)}
+        if extra:
+            raise RunError(f"finetune config: unknown keys {sorted(extra)}")
+        return cls(**d)
+
+    def loop_config(self, **overrides: Any) -> LoopConfig:
+        return replace(LoopConfig(max_steps=self.iterations), **overrides)
+
+
+FINETUNE_PRESETS: dict[str, FinetuneConfig] = {
+    "paper": FinetuneConfig(),
+    "cpu": FinetuneConfig(
+        iterations=600, rays_per_step=1024, num_samples=192, lr_decay_steps=600, render_chunk_rays=1 << 13,
+    ),
+}
+
+
+class StudentRenderer:
+    """Evaluation renders of a student with ReLU density: the fast renderer when available,
+    else ``render_dense`` evaluating only samples in occupied voxels.
+
+    Rays are sampled uniformly from the scene's near to far (the paper's render setting), or
+    between box entry and exit when no scene is given (then the background is black).
+    """
+
+    def __init__(self, student: MultiNetField, occupancy: OccupancyGrid | None, scene: Scene | None,
+                 num_samples: int, chunk_rays: int) -> None:  # fmt: skip
+        self.student, self.num_samples, self.chunk_rays = student, num_samples, chunk_rays
+        device = student.bbox.device
+        self.occupancy = occupancy.to(device) if occupancy is not None else None
+        self.scene_range = (float(scene.near), float(scene.far)) if scene is not None else None
+        self.background = torch.as_tensor(scene.background, dtype=torch.float32, device=device) if scene is not None else None
+
+    def segments(self, origins: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+        if self.scene_range is not None:
+            n = origins.shape[0]
+            return origins.new_full((n,), self.scene_range[0]), origins.new_full((n,), self.scene_range[1])
+        near, far, hit = ray_box_intersect(origins, dirs, self.student.bbox)
+        return near, torch.where(hit, far, near)
+
+    def mask(self, points: Tensor) -> Tensor:
+        if self.occupancy is None:
+            return self.student.grid.inside(points)
+        return self.occupancy.lookup(points) & self.student.grid.inside(points)
+
+    @torch.no_grad()
+    def render(self, origins: Tensor, dirs: Tensor) -> Tensor:
+        """rays (N, 3) -> rgb (N, 3); leaves the student's density activation at ReLU."""
+        self.student.density_activation = "relu"
+        out = []
+        for i in range(0, origins.shape[0], self.chunk_rays):
+            o, d = origins[i : i + self.chunk_rays], dirs[i : i + self.chunk_rays]
+            near, far = self.segments(o, d)
+            if render_fast is not None:
+                res = render_fast(self.student, self.occupancy, o, d, near, far, self.num_samples, self.background,
+                                  use_occupancy=self.occupancy is not None)  # fmt: skip
+            else:
+                res = render_dense(self.student, o, d, near, far, self.num_samples, self.background, sample_mask=self.mask)
+            out.append(res.rgb)
+        return torch.cat(out) if out else origins.new_zeros(0, 3)
+
+
+def view_dependent_l2(student: MultiNetField) -> Tensor:
+    """Sum of the (unsquared) L2 norms of the view-dependent parameter tensors (0-dim)."""
+    return torch.stack([p.norm() for p in student.view_dependent_parameters()]).sum()
+
+
+class FinetuneTrainer:
+    """Photometric fine-tuning of a :class:`MultiNetField` as a ``Trainable``.
+
+    Args:
+        student: distilled, or freshly initialised for the no-distillation ablation; its
+            density activation is set to ReLU.
+        occupancy: samples outside its occupied voxels are neither evaluated nor composited
+            (None: every sample inside the box is evaluated).
+        scene: near/far (clip the box segment) and background.
+    """
+
+    def __init__(self, student: MultiNetField, occupancy: OccupancyGrid | None, scene: Scene,
+                 config: FinetuneConfig, device: torch.device | str = "cpu") -> None:  # fmt: skip
+        self.config, self.device = config, torch.device(device)
+        self.rays_per_step = config.rays_per_step
+        self.student = student.to(self.device)
+        self.student.density_activation = "relu"
+        self.near, self.far = float(scene.near), float(scene.far)
+        self.background = torch.as_tensor(scene.background, dtype=torch.float32, device=self.device)
+        self.renderer = StudentRenderer(self.student, occupancy, scene, config.render_samples, config.render_chunk_rays)
+        self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(config.seed + 3)
+        self.step = 0
+
+    def lr_at(self, step: int) -> float:
+        c = self.config
+        return c.lr * c.lr_decay_rate ** (step / c.lr_decay_steps)
+
+    def segments(self, origins: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+        """(N,) near and far: the box entry and exit, clipped to the scene's near/far; rays
+        that miss get an empty segment (zero opacity: background only)."""
+        near, far, hit = ray_box_intersect(origins, dirs, self.student.bbox)
+        near = near.clamp_min(self.near)
+        far = far.clamp_max(self.far)
+        return near, torch.where(hit & (far > near), far, near)
+
+    def train_step(self, step: int, origins: Tensor, dirs: Tensor, rgb: Tensor) -> dict[str, Tensor]:
+        """One Adam step on rays (B, 3) with target colours (B, 3)."""
+        self.student.density_activation = "relu"
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+        near, far = self.segments(origins, dirs)
+        out = render_dense(self.student, origins, dirs, near, far, self.config.num_samples, self.background,
+                           sampling="stratified", generator=self.generator, sample_mask=self.renderer.mask)  # fmt: skip
+        mse = torch.mean((out.rgb - rgb) ** 2)
+        l2 = view_dependent_l2(self.student)
+        loss = mse + self.config.l2_weight * l2
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step = step + 1
+        mse = mse.detach()
+        return {"loss": loss.detach(), "psnr": -10.0 * torch.log10(mse), "mse": mse, "l2": l2.detach()}
+
+    @torch.no_grad()
+    def render_rays(self, origins: Tensor, dirs: Tensor) -> Tensor:
+        """Validation render (fast renderer, ReLU density): rays (N, 3) -> rgb (N, 3)."""
+        return self.renderer.render(origins, dirs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"student": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "step": self.step, "config": asdict(self.config)}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        FinetuneConfig.from_dict(state["config"])  # a malformed config is a RunError
+        self.student.load_state_dict(state["student"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"].cpu())
+        self.step = int(state["step"])

@@ -1,0 +1,167 @@
+"""The four stages chained over one run directory, each resumable and re-runnable alone."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kilonerf.data.load import load_scene
+from kilonerf.data.rays import RayTable
+from kilonerf.data.scene import Scene
+from kilonerf.errors import RunError
+from kilonerf.fields.multinet import MultiNetField
+from kilonerf.io import atomic_write_json, read_json, safe_torch_load
+from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.train.config import PipelineConfig, resolve_config
+from kilonerf.train.distill import DistillConfig, DistillTrainer
+from kilonerf.train.finetune import FinetuneConfig, FinetuneTrainer
+from kilonerf.train.loop import TrainingResult, run_training
+from kilonerf.train.occupancy import build_student_occupancy
+from kilonerf.train.run_dir import RunDir
+from kilonerf.train.student_io import load_student, save_student
+from kilonerf.train.teacher import load_teacher, train_teacher
+
+STAGES = ("teacher", "occupancy", "distill", "finetune")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def open_run(
+    data: str | Path | None,
+    out: str | Path,
+    preset: str | None = None,
+    teacher: str | None = None,
+    no_distill: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[RunDir, PipelineConfig, Scene]:
+    """Create ``out`` as a new run (config resolved from the preset and saved) or reopen an
+    existing one (its saved config wins; conflicting options are an error)."""
+    run = RunDir(Path(out))
+    if run.exists():
+        meta = run.read_meta()
+        cfg = PipelineConfig.from_dict(meta["config"])
+        for name, asked, have in (("preset", preset, cfg.preset), ("teacher", teacher, cfg.teacher)):
+            if asked is not None and asked != have:
+                raise RunError(f"{run.meta_path}: this run uses {name} '{have}', not '{asked}'; use a new --out")
+        if no_distill and not cfg.no_distill:
+            raise RunError(f"{run.meta_path}: this run was created with distillation; use a new --out for --no-distill")
+        data_path = Path(data) if data is not None else Path(meta["data"])
+        scene = load_scene(data_path)
+        return run, cfg, scene
+    if data is None:
+        raise RunError(f"{run.root}: no run here yet; give the scene folder to train on")
+    if run.root.exists() and any(run.root.iterdir()):
+        raise RunError(f"{run.root}: exists, is not empty and is not a kilonerf run; choose another --out")
+    scene = load_scene(data)
+    cfg = resolve_config(preset or "cpu", teacher or "fast", no_distill=no_distill)
+    for key, value in (overrides or {}).items():
+        section, _, name = key.partition(".")
+        target = getattr(cfg, section, None)
+        if not isinstance(target, dict) or name not in target:
+            raise RunError(f"unknown setting '{key}'")
+        target[name] = type(target[name])(value) if target[name] is not None else value
+    run.write_meta({"data": str(Path(data).resolve()), "config": cfg.to_dict()})
+    return run, cfg, scene
+
+
+def _record(run: RunDir, stage: str, result: TrainingResult | None, extra: dict[str, Any]) -> None:
+    """Append the stage's outcome to RUN/stages.json (for the report and the user)."""
+    path = run.root / "stages.json"
+    stages: dict[str, Any] = {}
+    if path.is_file():
+        stages = read_json(path)
+    entry: dict[str, Any] = dict(extra)
+    if result is not None:
+        entry.update(steps=result.step, seconds=result.elapsed, wall=result.wall, val_psnr=result.last_val_psnr,
+                     history=result.history)  # fmt: skip
+    stages[stage] = entry
+    atomic_write_json(path, stages)
+
+
+def stage_done(run: RunDir, stage: str, cfg: PipelineConfig) -> bool:
+    """Whether ``stage``'s final output is in the run directory."""
+    if stage == "teacher":
+        path = run.stage_checkpoint("teacher")
+        if not path.is_file():
+            return False
+        return int(safe_torch_load(path)["step"]) >= int(cfg.teacher_loop["max_steps"])
+    return {
+        "occupancy": run.occupancy_path,
+        "distill": run.distilled_path,
+        "finetune": run.student_path,
+    }[stage].is_file()
+
+
+def run_stage(stage: str, run: RunDir, cfg: PipelineConfig, scene: Scene, device: torch.device) -> None:
+    """Run (or resume) one stage from its inputs in the run directory."""
+    if stage == "teacher":
+        result = train_teacher(run, scene, cfg.teacher, cfg.teacher_params, cfg.loop("teacher"), device)
+        _record(run, "teacher", result, {"kind": cfg.teacher})
+        return
+    if stage == "occupancy":
+        t0 = time.perf_counter()
+        teacher = load_teacher(run, scene, cfg.teacher, cfg.teacher_params, device)
+        grid = build_student_occupancy(teacher.field, scene, cfg.occupancy_config(), cfg.student_config(), device)
+        grid.save(run.occupancy_path)
+        _record(run, "occupancy", None, {
+            "seconds": time.perf_counter() - t0, "resolution": list(grid.res), "bbox": grid.bbox.tolist(),
+            "occupied_fraction": grid.occupied_fraction,
+        })  # fmt: skip
+        return
+    occupancy = OccupancyGrid.load(run.require(run.occupancy_path, "occupancy grid", "occupancy")).to(device)
+    if stage == "distill":
+        teacher = load_teacher(run, scene, cfg.teacher, cfg.teacher_params, device)
+        student = new_student(cfg, occupancy, device)
+        trainer = DistillTrainer(teacher.field, student, occupancy, DistillConfig.from_dict(cfg.distill), device, scene=scene)
+        val = RayTable(scene, "val", device=device) if "val" in scene.splits else None
+        result = run_training(trainer, None, val, cfg.loop("distill"), run.stage_checkpoint("distill"), stage="distill")
+        trainer.student.density_activation = "relu"
+        save_student(run.distilled_path, trainer.student)
+        _record(run, "distill", result, {"heldout": trainer.heldout_metrics()})
+        return
+    if stage == "finetune":
+        if cfg.no_distill:
+            student = new_student(cfg, occupancy, device)
+        else:
+            student = load_student(run.require(run.distilled_path, "distilled student", "distill"), device)
+        trainer = FinetuneTrainer(student, occupancy, scene, FinetuneConfig.from_dict(cfg.finetune), device)
+        train = RayTable(scene, "train", device=device)
+        val = RayTable(scene, "val", device=device) if "val" in scene.splits else None
+        result = run_training(trainer, train, val, cfg.loop("finetune"), run.stage_checkpoint("finetune"), stage="finetune")
+        save_student(run.student_path, trainer.student)
+        _record(run, "finetune", result, {"from_scratch": cfg.no_distill})
+        return
+    raise RunError(f"unknown stage '{stage}' (have: {', '.join(STAGES)})")
+
+
+def new_student(cfg: PipelineConfig, occupancy: OccupancyGrid, device: torch.device) -> MultiNetField:
+    """A freshly initialised student on the occupancy grid's box (the paper's shared init)."""
+    s = cfg.student_config()
+    return MultiNetField(occupancy.bbox.cpu(), max_res=s.max_res, hidden=s.hidden, shared_init=s.shared_init,
+                         seed=cfg.seed, backend=s.backend).to(device)  # fmt: skip
+
+
+def run_pipeline(
+    run: RunDir, cfg: PipelineConfig, scene: Scene, device: torch.device, stages: Sequence[str] | None = None
+) -> None:
+    """Run the given stages (default: all, skipping those already finished)."""
+    selected = list(stages) if stages else [s for s in STAGES if not (cfg.no_distill and s == "distill")]
+    for stage in selected:
+        if stage not in STAGES:
+            raise RunError(f"unknown stage '{stage}' (have: {', '.join(STAGES)})")
+        if not stages and stage_done(run, stage, cfg):
+            print(f"[{stage}] already done, skipping")
+            continue
+        if stages and stage != "teacher" and stage_done(run, stage, cfg):
+            # Explicitly re-running a finished stage starts it over.
+            ckpt = run.stage_checkpoint(stage)
+            if ckpt.is_file():
+                ckpt.unlink()
+        print(f"[{stage}] running")
+        run_stage(stage, run, cfg, scene, device)
