@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from kilonerf.evaluation import evaluate_split, format_table
 from kilonerf.io import atomic_write_json
 from kilonerf.models import load_renderer
 from kilonerf.train.pipeline import default_device, open_run, run_pipeline
+from kilonerf.train.run_dir import RunDir
 
 
 def cpu_name() -> str:
@@ -40,10 +42,20 @@ def main() -> None:
     ap.add_argument("--no-distill", action="store_true")
     ap.add_argument("--split", default="val")
     ap.add_argument("--json")
+    ap.add_argument("--reuse-teacher", metavar="RUN",
+                    help="copy the teacher checkpoint and occupancy grid of another run of the same scene and preset "
+                    "(e.g. for the --no-distill ablation, so both students share one teacher)")
     args = ap.parse_args()
 
     device = default_device()
     run, cfg, scene = open_run(args.data, args.out, args.preset, None, args.no_distill)
+    if args.reuse_teacher:
+        src = RunDir(Path(args.reuse_teacher))
+        for path_of in (lambda r: r.stage_checkpoint("teacher"), lambda r: r.occupancy_path):
+            if not path_of(run).exists():
+                path_of(run).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src.require(path_of(src), "teacher output", "teacher"), path_of(run))
+        shutil.copy2(src.root / "stages.json", run.root / "stages.json")
     t0 = time.perf_counter()
     run_pipeline(run, cfg, scene, device)
     wall = time.perf_counter() - t0

@@ -21,17 +21,17 @@ import torch
 
 from kilonerf.data.load import load_scene
 from kilonerf.data.rays import RayTable
-from kilonerf.io import atomic_write_json
+from kilonerf.io import atomic_torch_save, atomic_write_json
 from kilonerf.train.fast_teacher import FastTeacherConfig, FastTeacherTrainer
 
 DEFAULT_SCENE = Path(__file__).resolve().parents[2] / "shared" / "data" / "lego_100"
 
 
 def evaluate(trainer: FastTeacherTrainer, table: RayTable, views: int) -> float:
-    """Mean per-image PSNR over the first ``views`` images of ``table`` (all when 0)."""
+    """Mean per-image PSNR over ``views`` images of ``table`` spread evenly (all when 0)."""
     n = table.num_images if views <= 0 else min(views, table.num_images)
     psnrs = []
-    for k in range(n):
+    for k in torch.linspace(0, table.num_images - 1, n).round().long().tolist():
         origins, dirs, rgb = table.image(k)
         pred = trainer.render_rays(origins, dirs).clamp(0.0, 1.0)
         psnrs.append(float(-10.0 * torch.log10(torch.mean((pred - rgb) ** 2))))
@@ -50,16 +50,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scene", type=Path, default=DEFAULT_SCENE)
     ap.add_argument("--eval-at", default="2,4,6,8,10", help="training minutes at which to evaluate")
+    ap.add_argument("--eval-steps", default="", help="evaluate after these step counts instead of at times")
     ap.add_argument("--val-views", type=int, default=0, help="val images per evaluation (0: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="FastTeacherConfig override")
     ap.add_argument("--log-every", type=int, default=200)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--save", type=Path, default=None, help="write the trainer's state_dict here at the end")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     config = replace(FastTeacherConfig(), **parse_overrides(args.set))
-    marks = [float(m) * 60.0 for m in args.eval_at.split(",") if m]
+    by_step = bool(args.eval_steps)
+    marks = ([float(m) for m in args.eval_steps.split(",") if m] if by_step
+             else [float(m) * 60.0 for m in args.eval_at.split(",") if m])
     scene = load_scene(args.scene, splits=["train", "val"])
     train, val = RayTable(scene, "train"), RayTable(scene, "val")
     trainer = FastTeacherTrainer(scene, config)
@@ -78,10 +82,10 @@ def main() -> None:
             if step % args.log_every == 0:
                 f = trainer.field
                 print(f"step {step:6d}  {elapsed:7.1f}s  train psnr {float(out['psnr']):6.2f}  "
-                      f"samples/ray {float(out['samples']) / trainer.rays_per_step:6.1f}  "
+                      f"samples/ray {float(out['samples_per_ray']):6.1f}  "
                       f"res {f.density_res}/{f.feature_res}  occ {float(f.occupancy.float().mean()):.3f}", flush=True)
         done = step >= config.total_steps
-        if mark < len(marks) and (elapsed >= marks[mark] or done):
+        if mark < len(marks) and ((step if by_step else elapsed) >= marks[mark] or done):
             t0 = time.perf_counter()
             psnr = evaluate(trainer, val, args.val_views)
             rows.append({"minutes": elapsed / 60.0, "step": step, "val_psnr": psnr,
@@ -97,6 +101,8 @@ def main() -> None:
     for r in rows:
         print(f"| {r['minutes']:.2f} | {r['step']} | {r['val_psnr']:.2f} |")
     print(f"box: {f.box_min.tolist()} .. {f.box_max.tolist()}")
+    if args.save is not None:
+        atomic_torch_save(args.save, trainer.state_dict())
     if args.json is not None:
         cfg = asdict(config)
         atomic_write_json(args.json, {"config": cfg, "rows": rows, "box": [f.box_min.tolist(), f.box_max.tolist()]})

@@ -47,12 +47,17 @@ class GridTeacherField(nn.Module):
     """Dense density grid + feature grid + small view-dependent MLP; a ``RadianceField``."""
 
     def __init__(self, box_min: Tensor, box_max: Tensor, density_res: int = 64, feature_res: int = 64,
-                 feature_dim: int = 12, hidden: int = 64, dir_freqs: int = 4, sigma_init: float = 0.1) -> None:
+                 feature_dim: int = 12, hidden: int = 64, dir_freqs: int = 4, sigma_init: float = 0.1,
+                 density_scale: float = 1.0) -> None:
         super().__init__()
         self.feature_dim = feature_dim
         self.dir_freqs = dir_freqs
-        # softplus(0 + shift) = sigma_init, so a zero-initialised grid has density sigma_init.
-        self.density_shift = math.log(math.expm1(sigma_init))
+        # sigma = scale * softplus(raw + shift). The scale (DVGO's 1 / base voxel size) lets
+        # Adam's ~lr-sized steps on raw values reach opaque densities in tens of steps;
+        # softplus(0 + shift) = sigma_init / scale, so a zero grid has density sigma_init.
+        # Buffers (not attributes) so a state dict alone rebuilds the field (from_state_dict).
+        self.register_buffer("density_affine", torch.tensor(
+            [float(density_scale), math.log(math.expm1(sigma_init / density_scale))], dtype=torch.float64))
         self.register_buffer("box_min", torch.as_tensor(box_min, dtype=torch.float32).clone())
         self.register_buffer("box_max", torch.as_tensor(box_max, dtype=torch.float32).clone())
         dres = lattice_shape(self.box_min, self.box_max, density_res)
@@ -63,11 +68,30 @@ class GridTeacherField(nn.Module):
         self.register_buffer("use_mlp", torch.tensor(True))
         """False: colour is the diffuse ``sigmoid(f[:3])`` alone (cheap coarse phase)."""
         in_dim = feature_dim + encoded_dim(3, dir_freqs)
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 3))
+        # mlp[0] is applied by hand in ``color`` (split into feature and direction columns).
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 3))
         # A zero last layer makes the initial colour the diffuse grid's alone.
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Tensor], dir_freqs: int = 4) -> "GridTeacherField":
+        """Rebuild a field of the saved shapes from :meth:`state_dict` output."""
+        feat = state["feature_grid"]
+        hidden = state["mlp.0.weight"].shape[0]
+        field = cls(state["box_min"], state["box_max"], 2, 2, feat.shape[0], hidden, dir_freqs)
+        field.set_grids(state["box_min"], state["box_max"], state["density_grid"].clone(), feat.clone())
+        field.load_state_dict(state)
+        return field
+
+    @property
+    def density_scale(self) -> float:
+        return float(self.density_affine[0])
+
+    @property
+    def density_shift(self) -> float:
+        return float(self.density_affine[1])
 
     # ---- shapes -------------------------------------------------------------------------
     @property
@@ -124,22 +148,37 @@ class GridTeacherField(nn.Module):
         return gather_lerp(self.density_grid.view(1, -1), idx, w)[:, 0]
 
     def activate(self, raw: Tensor) -> Tensor:
-        return F.softplus(raw + self.density_shift)
+        return self.density_scale * F.softplus(raw + self.density_shift)
 
     def density(self, points: Tensor) -> Tensor:
         """points (N, 3) -> sigma (N,) >= 0, zero outside the box."""
         sigma = self.activate(self.raw_density(points))
         return torch.where(self._inside(points), sigma, torch.zeros_like(sigma))
 
-    def color(self, points: Tensor, dirs: Tensor) -> Tensor:
-        """points (N, 3), unit dirs (N, 3) -> rgb (N, 3) in [0, 1]."""
+    def color(self, points: Tensor, dirs: Tensor, ray_index: Tensor | None = None) -> Tensor:
+        """Colour at points.
+
+        Args:
+            points: (N, 3).
+            dirs: (N, 3) unit directions, or (R, 3) per-ray directions when ``ray_index`` (N,)
+                says which ray each point belongs to (the renderer's case: the direction part of
+                the first MLP layer is then computed once per ray instead of once per sample).
+        Returns:
+            rgb (N, 3) in [0, 1].
+        """
         lat = to_lattice(points, self.box_min, self.box_max, self.feature_res)
         idx, w = corner_weights(lat, self.feature_res)
         if not bool(self.use_mlp):
             return torch.sigmoid(gather_lerp(self.feature_grid.view(self.feature_dim, -1)[:3], idx, w))
         feat = gather_lerp(self.feature_grid.view(self.feature_dim, -1), idx, w)
-        h = torch.cat([feat, positional_encoding(dirs, self.dir_freqs)], dim=-1)
-        return torch.sigmoid(feat[:, :3] + self.mlp(h))
+        first = self.mlp[0]
+        # Linear([feat, PE(d)]) split into its feature and direction columns.
+        w_feat, w_dir = first.weight[:, :self.feature_dim], first.weight[:, self.feature_dim:]
+        dir_term = torch.addmm(first.bias, positional_encoding(dirs, self.dir_freqs), w_dir.t())
+        if ray_index is not None:
+            dir_term = dir_term[ray_index]
+        h = torch.relu(torch.addmm(dir_term, feat, w_feat.t()))
+        return torch.sigmoid(feat[:, :3] + self.mlp[2:](h))
 
     def forward(self, points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
         """points (N, 3), unit dirs (N, 3) -> sigma (N,), rgb (N, 3)."""
@@ -166,14 +205,21 @@ class GridTeacherField(nn.Module):
 
     @property
     def empty_raw(self) -> float:
-        """Raw grid value of empty space: softplus(-20) ~ 2e-9."""
+        """Raw grid value of empty space: softplus(-20) ~ 2e-9 (times the scale)."""
         return -20.0 - self.density_shift
 
     @torch.no_grad()
-    def occupied_bbox(self, sigma_threshold: float, margin_cells: float = 1.0) -> Tensor:
-        """(2, 3) box around nodes with sigma above the threshold, padded by ``margin_cells``
-        density cells and clipped to the current box (the whole box if nothing is above)."""
-        nodes = torch.nonzero(self.node_density() > sigma_threshold)
+    def occupied_bbox(self, sigma_threshold: float, margin_cells: float = 1.5) -> Tensor:
+        """(2, 3) box around the nodes with sigma above the threshold.
+
+        The node mask is first opened (eroded, then dilated, 3 x 3 x 3) so isolated floaters of
+        a young field do not inflate the box; the result is padded by ``margin_cells`` density
+        cells and clipped to the current box (the whole box if nothing survives).
+        """
+        above = (self.node_density() > sigma_threshold).float()[None, None]
+        eroded = -F.max_pool3d(-above, kernel_size=3, stride=1, padding=1)
+        opened = F.max_pool3d(eroded, kernel_size=3, stride=1, padding=1)[0, 0] > 0
+        nodes = torch.nonzero(opened)
         if nodes.shape[0] == 0:
             return torch.stack([self.box_min, self.box_max])
         res = torch.tensor(self.density_res, dtype=torch.float32, device=nodes.device)

@@ -20,7 +20,7 @@ from torch import Tensor
 from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
-from kilonerf.fields.grid_raymarch import march_occupied, packed_composite, packed_weights
+from kilonerf.fields.grid_raymarch import march_occupied, packed_composite, packed_distortion, packed_weights
 from kilonerf.fields.grid_teacher import GridTeacherField
 
 
@@ -41,7 +41,7 @@ class FastTeacherConfig:
     """Learning rates decay exponentially to this fraction at ``total_steps``."""
     step_ratio: float = 0.5
     """Ray-march step in density cells."""
-    alpha_init: float = 1e-4
+    alpha_init: float = 1e-3
     """Initial opacity of one coarse march step: free space starts (almost) empty and only
     grows density where the photos need it, so the occupancy grid has something to skip."""
     coarse_rays: int = 2048
@@ -50,14 +50,18 @@ class FastTeacherConfig:
     prune: bool = True
     """At each occupancy refresh, set nodes below the threshold to empty, so that the field's
     own density (what distillation sees) matches what training rendered."""
-    occupancy_alpha: float = 1e-4
+    occupancy_alpha: float = 1e-3
     """A cell is empty when every corner's opacity over one march step is below this."""
     color_weight_threshold: float = 1e-4
     bbox_alpha: float = 1e-2
     """Opacity over one coarse cell that counts as 'object' when shrinking the box."""
-    bbox_margin_cells: float = 1.5
-    tv_weight: float = 1e-5
-    tv_until: int = 4000
+    bbox_margin_cells: float = 2.5
+    sparsity_weight: float = 1e-3
+    distortion_weight: float = 0.0
+    """Mip-NeRF 360 distortion loss (world units) after the coarse phase: compact weights."""
+    tv_density: float = 0.0
+    tv_features: float = 0.0
+    """Total-variation weights (on the mean squared neighbour difference of each grid)."""
     eval_chunk_rays: int = 8192
     seed: int = 0
 
@@ -73,15 +77,31 @@ class FastTeacherConfig:
         return cls(**d)
 
 
+@dataclass
+class TeacherRender:
+    rgb: Tensor
+    """(N, 3) composited colour, background included."""
+    acc: Tensor
+    """(N,) accumulated opacity."""
+    alpha: Tensor
+    """(M,) opacity of every marched (occupied) sample, packed by ray."""
+    weights: Tensor
+    """(M,) their compositing weights."""
+    t: Tensor
+    """(M,) their distances."""
+    ray_id: Tensor
+    """(M,) their rays."""
+    step: float
+
+
 def mse_to_psnr(mse: Tensor) -> Tensor:
     return -10.0 * torch.log10(mse)
 
 
-def density_tv(grid: Tensor) -> Tensor:
-    """Mean squared difference of neighbouring nodes along each axis of (1, Rz, Ry, Rx)."""
-    g = grid[0]
-    return ((g[1:] - g[:-1]).square().mean() + (g[:, 1:] - g[:, :-1]).square().mean()
-            + (g[:, :, 1:] - g[:, :, :-1]).square().mean())
+def grid_tv(grid: Tensor) -> Tensor:
+    """Mean squared difference of neighbouring nodes along each axis of a (C, Rz, Ry, Rx) grid."""
+    return ((grid[:, 1:] - grid[:, :-1]).square().mean() + (grid[:, :, 1:] - grid[:, :, :-1]).square().mean()
+            + (grid[:, :, :, 1:] - grid[:, :, :, :-1]).square().mean())
 
 
 class FastTeacherTrainer:
@@ -99,7 +119,7 @@ class FastTeacherTrainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.field = GridTeacherField(box[0], box[1], config.coarse_res, config.coarse_res, config.feature_dim,
-                                          config.hidden, sigma_init=sigma_init).to(self.device)
+                                          config.hidden, sigma_init=sigma_init, density_scale=1.0 / cell).to(self.device)
             self.field.use_mlp.fill_(False)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed + 1)
@@ -151,8 +171,8 @@ class FastTeacherTrainer:
         return self.field.update_occupancy(sigma)
 
     # ---- rendering ----------------------------------------------------------------------
-    def render(self, origins: Tensor, dirs: Tensor, jitter: Tensor | None) -> tuple[Tensor, Tensor, int]:
-        """Differentiable render: rgb (N, 3), acc (N,), number of samples marched."""
+    def render(self, origins: Tensor, dirs: Tensor, jitter: Tensor | None) -> TeacherRender:
+        """Differentiable render of rays (N, 3); ``jitter`` (N,) in [0, 1) or None (step centres)."""
         f = self.field
         near, far, hit = ray_box_intersect(origins, dirs, torch.stack([f.box_min, f.box_max]))
         near = near.clamp_min(self.near)
@@ -161,12 +181,12 @@ class FastTeacherTrainer:
         s = march_occupied(origins, dirs, near, far, step, f.box_min, f.box_max, f.occupancy, jitter)
         n = origins.shape[0]
         sigma = f.activate(f.raw_density(s.points))
-        weights = packed_weights(sigma * step, s.ray_id, n)
+        weights, alpha = packed_weights(sigma * step, s.ray_id, n)
         keep = weights.detach() > self.config.color_weight_threshold
-        rgb = f.color(s.points[keep], dirs[s.ray_id[keep]])
+        rgb = f.color(s.points[keep], dirs, s.ray_id[keep])
         color, acc = packed_composite(weights[keep], rgb, s.ray_id[keep], n, self.background,
                                       acc_weights=weights, acc_ray_id=s.ray_id)
-        return color, acc, int(s.ray_id.shape[0])
+        return TeacherRender(color, acc, alpha, weights, s.t, s.ray_id, step)
 
     # ---- Trainable ----------------------------------------------------------------------
     def train_step(self, step: int, origins: Tensor, dirs: Tensor, rgb: Tensor) -> dict[str, Tensor]:
@@ -182,23 +202,33 @@ class FastTeacherTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = (c.lr_grid if group["name"] == "grid" else c.lr_mlp) * factor
         jitter = torch.rand(origins.shape[0], generator=self.generator, device=self.device)
-        color, _, num = self.render(origins, dirs, jitter)
-        mse = torch.mean((color - rgb) ** 2)
+        out = self.render(origins, dirs, jitter)
+        n = origins.shape[0]
+        mse = torch.mean((out.rgb - rgb) ** 2)
         loss = mse
-        if c.tv_weight > 0 and step < c.tv_until:
-            loss = loss + c.tv_weight * density_tv(self.field.density_grid)
+        if c.sparsity_weight > 0:
+            # Mean summed opacity per ray: drives faint fog in free space to zero (where the
+            # photometric loss is indifferent) while saturating inside opaque surfaces.
+            loss = loss + c.sparsity_weight * out.alpha.sum() / n
+        if c.distortion_weight > 0 and self.stage > 0:
+            dist = packed_distortion(out.weights, out.t, out.step, out.ray_id, n)
+            loss = loss + c.distortion_weight * dist.mean()
+        if c.tv_density > 0:
+            loss = loss + c.tv_density * grid_tv(self.field.density_grid)
+        if c.tv_features > 0 and self.stage > 0:
+            loss = loss + c.tv_features * grid_tv(self.field.feature_grid)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step = step + 1
         mse = mse.detach()
-        return {"loss": loss.detach(), "psnr": mse_to_psnr(mse), "samples": torch.tensor(float(num))}
+        return {"loss": loss.detach(), "psnr": mse_to_psnr(mse), "samples_per_ray": torch.tensor(out.alpha.shape[0] / max(1, n))}
 
     @torch.no_grad()
     def render_rays(self, origins: Tensor, dirs: Tensor) -> Tensor:
         """Evaluation render (samples at step centres), chunked: rays (N, 3) -> rgb (N, 3)."""
         k = self.config.eval_chunk_rays
-        out = [self.render(origins[i:i + k], dirs[i:i + k], None)[0] for i in range(0, origins.shape[0], k)]
+        out = [self.render(origins[i:i + k], dirs[i:i + k], None).rgb for i in range(0, origins.shape[0], k)]
         return torch.cat(out) if out else origins.new_zeros(0, 3)
 
     def state_dict(self) -> dict[str, Any]:
@@ -219,7 +249,7 @@ class FastTeacherTrainer:
             raise RunError("fast teacher checkpoint has a different network (feature_dim / hidden differ)")
         model = state["model"]
         self.field.set_grids(model["box_min"], model["box_max"], model["density_grid"].clone(),
-                             model["feature_grid"].clone())
+                             model["feature_grid"].clone())  # shapes first: the grids grow in training
         self.field.load_state_dict(model)
         self.optimizer = self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
