@@ -54,41 +54,66 @@ def march_occupied(origins: Tensor, dirs: Tensor, near: Tensor, far: Tensor, ste
     count = torch.ceil((span / step - u).clamp_min(0.0)).long()
     ray_id = torch.repeat_interleave(torch.arange(n, device=origins.device), count)
     first = torch.cumsum(count, 0) - count
-    k = torch.arange(ray_id.shape[0], device=origins.device) - first[ray_id]
-    t = near[ray_id] + (k.to(near.dtype) + u[ray_id]) * step
-    points = origins[ray_id] + t[:, None] * dirs[ray_id]
+    k = torch.arange(ray_id.shape[0], device=origins.device) - first.index_select(0, ray_id)
+    # Candidates are tested in cell coordinates from one gathered per-ray table
+    # [origin_cell (3), dir_cell (3), t0] laid out channel-first, so every op below runs on
+    # contiguous 1D arrays; world positions are formed only for the survivors.
     cz, cy, cx = occupancy.shape
-    cells = torch.tensor([cx, cy, cz], dtype=points.dtype, device=points.device)
-    c = ((points - box_min) * (cells / (box_max - box_min))).floor_()
-    inside = ((c >= 0) & (c < cells)).all(-1)
-    c = c.long()
-    flat = ((c[:, 2] * cy + c[:, 1]) * cx + c[:, 0]).clamp_(0, occupancy.numel() - 1)
-    keep = inside & occupancy.reshape(-1)[flat]
-    return PackedSamples(ray_id[keep], t[keep], points[keep], n)
+    cells = torch.tensor([cx, cy, cz], dtype=origins.dtype, device=origins.device)
+    scale = cells / (box_max - box_min)
+    t0 = near + u * step
+    table = torch.cat([((origins - box_min) * scale).t(), (dirs * scale).t(), t0[None]], dim=0)
+    rows = table.index_select(1, ray_id)  # (7, M)
+    t = torch.addcmul(rows[6], k.to(origins.dtype), rows.new_tensor(step))
+    keep = torch.ones_like(t, dtype=torch.bool)
+    flat = torch.zeros_like(t)
+    for axis, stride in ((2, cx * cy), (1, cx), (0, 1)):
+        c = torch.addcmul(rows[axis], t, rows[3 + axis]).floor_()
+        keep &= (c >= 0) & (c < float(cells[axis]))
+        # Cell counts stay far below 2^24, so the flat index is exact in float32.
+        flat.add_(c, alpha=stride)
+    flat = flat.clamp_(0, occupancy.numel() - 1).long()
+    keep &= occupancy.reshape(-1).index_select(0, flat)
+    keep_idx = torch.nonzero(keep).squeeze(1)
+    ray_k, t_k = ray_id.index_select(0, keep_idx), t.index_select(0, keep_idx)
+    points = torch.addcmul(origins.index_select(0, ray_k), t_k[:, None], dirs.index_select(0, ray_k))
+    return PackedSamples(ray_k, t_k, points, n)
+
+
+def segment_exclusive_cumsum(x: Tensor, start: Tensor) -> Tensor:
+    """Per-ray exclusive prefix sums of packed values (M,); ``start`` from :func:`segment_starts`.
+
+    One global cumulative sum minus its value at each ray's first sample, accumulated in
+    float64 so that long batches (sums in the 1e5 range) keep float32 precision per ray.
+    """
+    cs = torch.cumsum(x.double(), 0)
+    excl = cs - x.double()
+    return (excl - excl.index_select(0, start)).to(x.dtype)
 
 
 def segment_starts(ray_id: Tensor, num_rays: int) -> Tensor:
     """(M,) index of the first sample of each sample's ray (``ray_id`` sorted)."""
     count = torch.bincount(ray_id, minlength=num_rays)
     first = torch.cumsum(count, 0) - count
-    return first[ray_id]
+    return first.index_select(0, ray_id)
 
 
-def packed_weights(sigma_delta: Tensor, ray_id: Tensor, num_rays: int) -> tuple[Tensor, Tensor]:
+def packed_weights(sigma_delta: Tensor, ray_id: Tensor, num_rays: int,
+                   start: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Compositing weights ``alpha_i * T_i`` of packed samples.
 
     Args:
         sigma_delta: (M,) optical thickness ``sigma * delta`` of each sample (>= 0).
         ray_id: (M,) sorted ray index of each sample.
+        start: optional (M,) :func:`segment_starts` of ``ray_id``, if already computed.
     Returns:
         (M,) weights and (M,) opacities ``alpha_i``, differentiable w.r.t. ``sigma_delta``.
     """
     if sigma_delta.numel() == 0:
         return sigma_delta, sigma_delta
-    cs = torch.cumsum(sigma_delta.double(), 0)
-    excl = cs - sigma_delta.double()
-    start = segment_starts(ray_id, num_rays)
-    trans = torch.exp(-(excl - excl[start])).to(sigma_delta.dtype)
+    if start is None:
+        start = segment_starts(ray_id, num_rays)
+    trans = torch.exp(-segment_exclusive_cumsum(sigma_delta, start))
     alpha = -torch.expm1(-sigma_delta)
     return alpha * trans, alpha
 
@@ -117,14 +142,8 @@ def packed_composite(weights: Tensor, rgb: Tensor, ray_id: Tensor, num_rays: int
     return color, acc
 
 
-def _segment_exclusive_cumsum(x: Tensor, start: Tensor) -> Tensor:
-    """Per-ray exclusive prefix sums of packed values (float64 accumulation)."""
-    cs = torch.cumsum(x.double(), 0)
-    excl = cs - x.double()
-    return (excl - excl[start]).to(x.dtype)
-
-
-def packed_distortion(weights: Tensor, t: Tensor, delta: float, ray_id: Tensor, num_rays: int) -> Tensor:
+def packed_distortion(weights: Tensor, t: Tensor, delta: float, ray_id: Tensor, num_rays: int,
+                      start: Tensor | None = None) -> Tensor:
     """Mip-NeRF 360's distortion loss of each ray, for packed samples.
 
     ``sum_ij w_i w_j |t_i - t_j| + 1/3 sum_i w_i^2 delta`` computed in O(M) from per-ray
@@ -134,13 +153,15 @@ def packed_distortion(weights: Tensor, t: Tensor, delta: float, ray_id: Tensor, 
     Args:
         weights, t: (M,) compositing weights and sample distances, sorted by ray.
         delta: the (uniform) step length.
+        start: optional :func:`segment_starts` of ``ray_id``.
     Returns:
         (num_rays,) loss per ray (zero for rays without samples).
     """
     if weights.numel() == 0:
         return weights.new_zeros(num_rays)
-    start = segment_starts(ray_id, num_rays)
-    w_before = _segment_exclusive_cumsum(weights, start)
-    wt_before = _segment_exclusive_cumsum(weights * t, start)
+    if start is None:
+        start = segment_starts(ray_id, num_rays)
+    w_before = segment_exclusive_cumsum(weights, start)
+    wt_before = segment_exclusive_cumsum(weights * t, start)
     per_sample = 2.0 * weights * (t * w_before - wt_before) + weights.square() * (delta / 3.0)
     return weights.new_zeros(num_rays).index_add(0, ray_id, per_sample)

@@ -176,7 +176,7 @@ class GridTeacherField(nn.Module):
         w_feat, w_dir = first.weight[:, :self.feature_dim], first.weight[:, self.feature_dim:]
         dir_term = torch.addmm(first.bias, positional_encoding(dirs, self.dir_freqs), w_dir.t())
         if ray_index is not None:
-            dir_term = dir_term[ray_index]
+            dir_term = dir_term.index_select(0, ray_index)
         h = torch.relu(torch.addmm(dir_term, feat, w_feat.t()))
         return torch.sigmoid(feat[:, :3] + self.mlp[2:](h))
 

@@ -10,6 +10,7 @@ samples whose compositing weight exceeds ``color_weight_threshold``.
 
 from __future__ import annotations
 
+import ctypes
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -20,7 +21,9 @@ from torch import Tensor
 from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
-from kilonerf.fields.grid_raymarch import march_occupied, packed_composite, packed_distortion, packed_weights
+from kilonerf.fields.grid_raymarch import (
+    march_occupied, packed_composite, packed_distortion, packed_weights, segment_starts,
+)
 from kilonerf.fields.grid_teacher import GridTeacherField
 
 
@@ -57,12 +60,15 @@ class FastTeacherConfig:
     """Opacity over one coarse cell that counts as 'object' when shrinking the box."""
     bbox_margin_cells: float = 2.5
     sparsity_weight: float = 1e-3
+    opacity_entropy_weight: float = 0.0
     distortion_weight: float = 0.0
     """Mip-NeRF 360 distortion loss (world units) after the coarse phase: compact weights."""
     tv_density: float = 0.0
     tv_features: float = 0.0
     """Total-variation weights (on the mean squared neighbour difference of each grid)."""
     eval_chunk_rays: int = 8192
+    retain_freed_memory: bool = True
+    """Call :func:`retain_freed_memory` when the trainer is built (process-wide, glibc only)."""
     seed: int = 0
 
     @classmethod
@@ -91,7 +97,27 @@ class TeacherRender:
     """(M,) their distances."""
     ray_id: Tensor
     """(M,) their rays."""
+    start: Tensor
+    """(M,) index of the first sample of each sample's ray."""
     step: float
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+def retain_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse instead of returning it to the OS.
+
+    Each training step allocates tens of large temporaries (per-sample arrays, the dense grid
+    gradients); by default glibc serves every one of them with a fresh ``mmap`` whose pages
+    fault in on first touch, which cost ~20% of a step here (measured). Process-wide and
+    harmless elsewhere (peak memory is unchanged); a no-op returning False off glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):
+        return False
 
 
 def mse_to_psnr(mse: Tensor) -> Tensor:
@@ -111,6 +137,8 @@ class FastTeacherTrainer:
         self.config = config
         self.device = torch.device(device)
         self.rays_per_step = config.rays_per_step
+        if config.retain_freed_memory:
+            retain_freed_memory()
         box = torch.as_tensor(scene.bbox, dtype=torch.float32, device=self.device)
         self.near, self.far = float(scene.near), float(scene.far)
         self.background = torch.as_tensor(scene.background, dtype=torch.float32, device=self.device)
@@ -134,7 +162,7 @@ class FastTeacherTrainer:
         opt = torch.optim.Adam([
             {"params": [self.field.density_grid, self.field.feature_grid], "lr": c.lr_grid, "name": "grid"},
             {"params": list(self.field.mlp.parameters()), "lr": c.lr_mlp, "name": "mlp"},
-        ], betas=(0.9, 0.99))
+        ], betas=(0.9, 0.99), fused=True)  # fused: ~8x faster than foreach on CPU for big grids
         if old is not None:  # keep the MLP's moments across grid resizes
             for p in self.field.mlp.parameters():
                 if p in old.state:
@@ -181,12 +209,16 @@ class FastTeacherTrainer:
         s = march_occupied(origins, dirs, near, far, step, f.box_min, f.box_max, f.occupancy, jitter)
         n = origins.shape[0]
         sigma = f.activate(f.raw_density(s.points))
-        weights, alpha = packed_weights(sigma * step, s.ray_id, n)
-        keep = weights.detach() > self.config.color_weight_threshold
-        rgb = f.color(s.points[keep], dirs, s.ray_id[keep])
-        color, acc = packed_composite(weights[keep], rgb, s.ray_id[keep], n, self.background,
+        start = segment_starts(s.ray_id, n)
+        weights, alpha = packed_weights(sigma * step, s.ray_id, n, start)
+        # Colour only where it can matter: the feature gather and MLP dominate the cost per
+        # sample, and most marched samples are faint haze or hidden behind a surface.
+        keep = torch.nonzero(weights.detach() > self.config.color_weight_threshold).squeeze(1)
+        ray_k = s.ray_id.index_select(0, keep)
+        rgb = f.color(s.points.index_select(0, keep), dirs, ray_k)
+        color, acc = packed_composite(weights.index_select(0, keep), rgb, ray_k, n, self.background,
                                       acc_weights=weights, acc_ray_id=s.ray_id)
-        return TeacherRender(color, acc, alpha, weights, s.t, s.ray_id, step)
+        return TeacherRender(color, acc, alpha, weights, s.t, s.ray_id, start, step)
 
     # ---- Trainable ----------------------------------------------------------------------
     def train_step(self, step: int, origins: Tensor, dirs: Tensor, rgb: Tensor) -> dict[str, Tensor]:
@@ -210,8 +242,13 @@ class FastTeacherTrainer:
             # Mean summed opacity per ray: drives faint fog in free space to zero (where the
             # photometric loss is indifferent) while saturating inside opaque surfaces.
             loss = loss + c.sparsity_weight * out.alpha.sum() / n
+        if c.opacity_entropy_weight > 0:
+            # Binary entropy of each ray's opacity: a ray either hits the object or not. Without
+            # it, pale surfaces in front of the white background come out half transparent.
+            a = out.acc.clamp(1e-6, 1 - 1e-6)
+            loss = loss - c.opacity_entropy_weight * (a * torch.log(a) + (1 - a) * torch.log1p(-a)).mean()
         if c.distortion_weight > 0 and self.stage > 0:
-            dist = packed_distortion(out.weights, out.t, out.step, out.ray_id, n)
+            dist = packed_distortion(out.weights, out.t, out.step, out.ray_id, n, out.start)
             loss = loss + c.distortion_weight * dist.mean()
         if c.tv_density > 0:
             loss = loss + c.tv_density * grid_tv(self.field.density_grid)

@@ -1,0 +1,255 @@
+"""The fast grid teacher: interpolation, packed compositing, marching, field interface,
+training on a tiny synthetic sphere scene, and bit-identical resume."""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kilonerf.data.cameras import camera_rays, pixel_coords
+from kilonerf.data.procedural import look_at
+from kilonerf.data.rays import RayTable
+from kilonerf.data.scene import Scene
+from kilonerf.fields.encoding import positional_encoding
+from kilonerf.fields.grid_raymarch import march_occupied, packed_composite, packed_distortion, packed_weights
+from kilonerf.fields.grid_sampling import corner_weights, gather_lerp, resample_grid, to_lattice
+from kilonerf.fields.grid_teacher import GridTeacherField
+from kilonerf.render.volume import composite
+from kilonerf.train.fast_teacher import FastTeacherConfig, FastTeacherTrainer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These workloads are tiny: one thread avoids OpenMP barrier stalls on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---- interpolation --------------------------------------------------------------------------
+def test_gather_lerp_matches_grid_sample_values_and_grads() -> None:
+    g = torch.Generator().manual_seed(0)
+    c, res = 3, (5, 7, 4)  # (Rx, Ry, Rz)
+    grid = torch.randn(c, res[2], res[1], res[0], generator=g, dtype=torch.float64, requires_grad=True)
+    box_min, box_max = torch.tensor([-1.0, 0.0, 0.5], dtype=torch.float64), torch.tensor([1.0, 2.0, 1.5], dtype=torch.float64)
+    pts = box_min + torch.rand(200, 3, generator=g, dtype=torch.float64) * (box_max - box_min)
+    pts[:4] = torch.stack([box_min, box_max, box_min + 0.5 * (box_max - box_min), box_max])  # faces and corners
+    idx, w = corner_weights(to_lattice(pts, box_min, box_max, res), res)
+    ours = gather_lerp(grid.view(c, -1), idx, w)
+    norm = (pts - box_min) / (box_max - box_min) * 2 - 1
+    ref = F.grid_sample(grid[None], norm.view(1, -1, 1, 1, 3), align_corners=True).view(c, -1).t()
+    assert torch.allclose(ours, ref, atol=1e-10)
+    probe = torch.randn(ours.shape, generator=g, dtype=torch.float64)
+    (g_ours,) = torch.autograd.grad((ours * probe).sum(), grid)
+    (g_ref,) = torch.autograd.grad((ref * probe).sum(), grid)
+    assert torch.allclose(g_ours, g_ref, atol=1e-10)
+
+
+def test_resample_grid_reproduces_a_linear_function() -> None:
+    old_min, old_max = torch.zeros(3), torch.ones(3)
+    axes = [torch.linspace(0, 1, r) for r in (6, 5, 4)]  # x, y, z nodes
+    zz, yy, xx = torch.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
+    values = (1.0 + 2.0 * xx - 3.0 * yy + 0.5 * zz)[None]
+    new_min, new_max = torch.tensor([0.2, 0.1, 0.3]), torch.tensor([0.9, 0.8, 1.5])
+    out = resample_grid(values, old_min, old_max, new_min, new_max, (8, 9, 10), fill=-7.0)
+    assert out.shape == (1, 10, 9, 8)
+    zs = torch.linspace(0.3, 1.5, 10)
+    inside = zs <= 1.0 + 1e-6
+    nx, ny = torch.linspace(0.2, 0.9, 8), torch.linspace(0.1, 0.8, 9)
+    z3, y3, x3 = torch.meshgrid(zs, ny, nx, indexing="ij")
+    expect = 1.0 + 2.0 * x3 - 3.0 * y3 + 0.5 * z3
+    assert torch.allclose(out[0][inside], expect[inside], atol=1e-5)
+    assert torch.all(out[0][~inside] == -7.0)
+
+
+# ---- packed compositing and marching --------------------------------------------------------
+def test_packed_composite_matches_reference_composite() -> None:
+    g = torch.Generator().manual_seed(1)
+    n, s = 7, 12
+    sigma_delta = torch.rand(n, s, generator=g, dtype=torch.float64) * 2.0
+    keep = torch.rand(n, s, generator=g) < 0.6
+    keep[3] = False  # a ray with no samples at all
+    rgb = torch.rand(n, s, 3, generator=g, dtype=torch.float64)
+    t = torch.arange(s, dtype=torch.float64).expand(n, s)
+    bg = torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64)
+    ref = composite(torch.where(keep, 1.0 - torch.exp(-sigma_delta), 0.0), rgb, t, bg)
+    ray_id = torch.arange(n)[:, None].expand(n, s)[keep]
+    weights, alpha = packed_weights(sigma_delta[keep], ray_id, n)
+    color, acc = packed_composite(weights, rgb[keep], ray_id, n, bg)
+    assert torch.allclose(weights, ref.weights[keep], atol=1e-9)
+    assert torch.allclose(alpha, 1.0 - torch.exp(-sigma_delta[keep]))
+    assert torch.allclose(color, ref.rgb, atol=1e-9) and torch.allclose(acc, ref.acc, atol=1e-9)
+    assert torch.allclose(color[3], bg)
+
+
+def test_packed_distortion_matches_double_sum() -> None:
+    g = torch.Generator().manual_seed(3)
+    n, s, delta = 5, 9, 0.1
+    w = torch.rand(n, s, generator=g, dtype=torch.float64)
+    t = torch.cumsum(torch.rand(n, s, generator=g, dtype=torch.float64) + 0.1, dim=1)
+    keep = torch.rand(n, s, generator=g) < 0.7
+    keep[2] = False
+    ray_id = torch.arange(n)[:, None].expand(n, s)[keep]
+    got = packed_distortion(w[keep], t[keep], delta, ray_id, n)
+    wk = torch.where(keep, w, 0.0)
+    ref = (wk[:, :, None] * wk[:, None, :] * (t[:, :, None] - t[:, None, :]).abs()).sum((1, 2))
+    ref = ref + (wk.square() * delta / 3).sum(1)
+    assert torch.allclose(got, ref, atol=1e-10) and got[2] == 0
+
+
+def test_march_occupied_matches_brute_force() -> None:
+    g = torch.Generator().manual_seed(2)
+    n = 50
+    origins = torch.randn(n, 3, generator=g) * 0.2 + torch.tensor([0.0, 0.0, 3.0])
+    dirs = F.normalize(torch.randn(n, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.0, -1.0]), dim=-1)
+    box_min, box_max = -torch.ones(3), torch.ones(3)
+    occ = torch.rand(4, 5, 6, generator=g) < 0.5  # (Cz, Cy, Cx)
+    near, far = torch.full((n,), 1.5), torch.full((n,), 4.5)
+    far[0] = near[0]  # an empty segment
+    jitter = torch.rand(n, generator=g)
+    step = 0.05
+    got = march_occupied(origins, dirs, near, far, step, box_min, box_max, occ, jitter)
+    ks = torch.arange(200, dtype=torch.float32)
+    t = near[:, None] + (ks + jitter[:, None]) * step
+    pts = origins[:, None] + t[..., None] * dirs[:, None]
+    cells = torch.tensor([6, 5, 4])
+    c = ((pts - box_min) / (box_max - box_min) * cells).floor().long()
+    inside = ((c >= 0) & (c < cells)).all(-1)
+    c = torch.minimum(c.clamp_min(0), cells - 1)
+    ok = (t < far[:, None]) & inside & occ[c[..., 2], c[..., 1], c[..., 0]]
+    assert torch.equal(got.ray_id, torch.arange(n)[:, None].expand(n, 200)[ok])
+    assert torch.allclose(got.t, t[ok], atol=1e-5)
+    assert got.ray_id.numel() > 0 and not (got.ray_id == 0).any()
+
+
+# ---- the field ------------------------------------------------------------------------------
+def _random_field() -> GridTeacherField:
+    torch.manual_seed(0)
+    field = GridTeacherField(torch.tensor([-1.0, -0.5, -0.8]), torch.tensor([1.0, 0.5, 0.8]), 12, 8,
+                             feature_dim=6, hidden=16, sigma_init=0.5, density_scale=5.0)
+    with torch.no_grad():
+        field.density_grid.normal_(0.0, 3.0)
+        field.feature_grid.normal_(0.0, 2.0)
+        for p in field.mlp.parameters():
+            p.normal_(0.0, 0.5)
+    return field
+
+
+def test_field_interface_and_state_round_trip() -> None:
+    field = _random_field()
+    pts = torch.rand(500, 3) * 4 - 2  # many outside the box
+    dirs = F.normalize(torch.randn(500, 3), dim=-1)
+    sigma, rgb = field(pts, dirs)
+    assert sigma.shape == (500,) and rgb.shape == (500, 3)
+    assert (sigma >= 0).all() and (rgb >= 0).all() and (rgb <= 1).all()
+    outside = ((pts < field.box_min) | (pts > field.box_max)).any(-1)
+    assert outside.any() and (~outside).any()
+    assert (sigma[outside] == 0).all() and (sigma[~outside] > 0).all()
+    assert torch.equal(field.density(pts), sigma)
+    ray_dirs, ray_index = dirs[:50], torch.arange(500) % 50  # per-ray directions, shared by samples
+    assert torch.allclose(field.color(pts, ray_dirs, ray_index), field.color(pts, ray_dirs[ray_index]), atol=1e-6)
+    h = torch.cat([torch.zeros(500, field.feature_dim), positional_encoding(dirs, 4)], -1)
+    with torch.no_grad():  # the split first layer is the plain MLP on [features, PE(dir)]
+        field.feature_grid.zero_()
+    assert torch.allclose(field.color(pts, dirs), torch.sigmoid(field.mlp(h)), atol=1e-6)
+    rebuilt = GridTeacherField.from_state_dict(field.state_dict())
+    s2, c2 = rebuilt(pts, dirs)
+    assert torch.equal(s2, sigma) and torch.equal(c2, field.color(pts, dirs))
+
+
+def test_occupancy_skips_only_cells_below_threshold() -> None:
+    field = _random_field()
+    thr = 2.0
+    frac = field.update_occupancy(thr)
+    assert 0.0 < frac < 1.0
+    pts = field.box_min + torch.rand(20000, 3) * (field.box_max - field.box_min)
+    cells = torch.tensor(field.density_res) - 1
+    c = torch.minimum(((pts - field.box_min) / (field.box_max - field.box_min) * cells).floor().long(), cells - 1)
+    empty = ~field.occupancy[c[:, 2], c[:, 1], c[:, 0]]
+    assert empty.any()
+    assert (field.density(pts)[empty] <= thr + 1e-4).all()
+
+
+# ---- training on a tiny scene ---------------------------------------------------------------
+def _sphere_scene(size: int = 24, n_views: int = 10) -> Scene:
+    """A sphere of radius 0.6 at the origin, coloured by its normal, on white; rays traced here."""
+    focal = 0.5 * size / math.tan(0.35)
+    intr = np.array([focal, focal, size / 2, size / 2])
+    poses, images = [], []
+    for k in range(n_views):
+        az, el = 2 * math.pi * k / n_views, 0.3 + 0.4 * (k % 3) / 2
+        eye = 3.0 * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+        pose = look_at(eye)
+        o, d = camera_rays(torch.as_tensor(pose, dtype=torch.float64), torch.as_tensor(intr), pixel_coords(size, size).double())
+        b = (o * d).sum(-1)
+        disc = b * b - (o * o).sum(-1) + 0.36
+        t = -b - torch.sqrt(disc.clamp_min(0))
+        normal = F.normalize(o + t[:, None] * d, dim=-1)
+        rgb = torch.where((disc > 0)[:, None], 0.5 + 0.45 * normal, torch.ones(1, dtype=torch.float64))
+        images.append((rgb.view(size, size, 3).numpy() * 255).round().astype(np.uint8))
+        poses.append(pose)
+    n = len(images)
+    return Scene(images=images, intrinsics=np.tile(intr, (n, 1)), poses=np.stack(poses),
+                 splits={"train": np.arange(n - 2), "val": np.arange(n - 2, n)},
+                 bbox=np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), near=1.0, far=5.0)
+
+
+TINY = FastTeacherConfig(total_steps=200, rays_per_step=256, coarse_res=16, coarse_rays=256,
+                         res_schedule=((60, 20, 16), (120, 28, 20)), feature_dim=6, hidden=16, lr_grid=0.3,
+                         occupancy_every=20, eval_chunk_rays=512)
+
+
+def _train(trainer: FastTeacherTrainer, table: RayTable, steps: range, seed: int) -> list[float]:
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for step in steps:
+        o, d, rgb = table.sample(trainer.rays_per_step, g)
+        losses.append(float(trainer.train_step(step, o, d, rgb)["loss"]))
+    return losses
+
+
+def test_training_improves_psnr_and_shrinks_the_box() -> None:
+    scene = _sphere_scene()
+    train, val = RayTable(scene, "train"), RayTable(scene, "val")
+    trainer = FastTeacherTrainer(scene, TINY)
+
+    def val_psnr() -> float:
+        o, d, rgb = val.image(0)
+        return float(-10 * torch.log10(((trainer.render_rays(o, d) - rgb) ** 2).mean()))
+
+    before = val_psnr()
+    _train(trainer, train, range(TINY.total_steps), seed=3)
+    after = val_psnr()
+    assert after > before + 8.0, (before, after)
+    assert after > 20.0
+    box = torch.stack([trainer.field.box_min, trainer.field.box_max])
+    assert (box[0] > -1.0).all() and (box[1] < 1.0).all()  # shrunk from the scene box ...
+    assert (box[0] < -0.6).all() and (box[1] > 0.6).all()  # ... but still holds the sphere
+    assert trainer.field.density_res[0] == 28
+
+
+@pytest.mark.parametrize("split_at", [3, 6, 13])  # in the coarse phase, at the box shrink, later
+def test_resume_is_bit_identical(split_at: int) -> None:
+    scene = _sphere_scene(size=16, n_views=6)
+    table = RayTable(scene, "train")
+    config = replace(TINY, total_steps=30, rays_per_step=128, coarse_rays=64, res_schedule=((6, 20, 16), (12, 28, 20)),
+                     occupancy_every=4)
+    a = FastTeacherTrainer(scene, config)
+    _train(a, table, range(split_at), seed=4)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b = FastTeacherTrainer(scene, config)
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    la = _train(a, table, range(split_at, split_at + 6), seed=5)
+    lb = _train(b, table, range(split_at, split_at + 6), seed=5)
+    assert la == lb
+    for (name, pa), pb in zip(a.field.state_dict().items(), b.field.state_dict().values()):
+        assert torch.equal(pa, pb), name
