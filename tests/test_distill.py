@@ -12,12 +12,22 @@ import pytest
 import torch
 
 from kd_fields import SphereField, ball_occupancy, corner_occupancy
-from kilonerf.errors import RunError
+from kilonerf.errors import KiloNerfError, RunError
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.train.distill import DistillConfig, DistillTrainer, RowAdam
 from kilonerf.train.loop import LoopConfig, run_training
 
 BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():  # type: ignore[no-untyped-def]
+    """These tensors are tiny; on the shared 2-core machine two intra-op threads made the file
+    5-10x slower (thread hand-offs while other processes hold the cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def trainer(**kw: object) -> DistillTrainer:
@@ -128,6 +138,7 @@ def test_chunking_does_not_change_the_step() -> None:
 MEMORY_SCRIPT = """
 import json, resource, sys, torch
 sys.path.insert(0, sys.argv[1])
+torch.set_num_threads(1)
 from kd_fields import SphereField
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.train.distill import DistillConfig, DistillTrainer
@@ -181,3 +192,5 @@ def test_configs_round_trip_and_reject_unknown_keys() -> None:
         DistillConfig.preset("gpu")
     with pytest.raises(RunError):
         DistillConfig(occupied_fraction=1.5)
+    with pytest.raises(KiloNerfError, match="occupancy"):
+        trainer(occupied_only=True)

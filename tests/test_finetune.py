@@ -26,6 +26,16 @@ COLOUR = (0.1, 0.2, 0.9)
 BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 
 
+@pytest.fixture(autouse=True)
+def one_thread():  # type: ignore[no-untyped-def]
+    """These tensors are tiny; on the shared 2-core machine two intra-op threads made the file
+    5-10x slower (thread hand-offs while other processes hold the cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def scene():  # type: ignore[no-untyped-def]
     return sphere_scene(num_train=4, num_val=1, size=16, radius=0.6, flat=COLOUR)
