@@ -106,6 +106,12 @@ class GridTeacherField(nn.Module):
         return (s[3], s[2], s[1])
 
     @property
+    def bbox(self) -> Tensor:
+        """(2, 3) the box the grids span (min, max): after training, a tight box around the
+        object ("bbox from the teacher") that later stages can use instead of the scene's."""
+        return torch.stack([self.box_min, self.box_max])
+
+    @property
     def voxel_size(self) -> float:
         """Largest density-lattice spacing in world units."""
         res = torch.tensor(self.density_res, dtype=torch.float32) - 1
@@ -221,7 +227,7 @@ class GridTeacherField(nn.Module):
         opened = F.max_pool3d(eroded, kernel_size=3, stride=1, padding=1)[0, 0] > 0
         nodes = torch.nonzero(opened)
         if nodes.shape[0] == 0:
-            return torch.stack([self.box_min, self.box_max])
+            return self.bbox
         res = torch.tensor(self.density_res, dtype=torch.float32, device=nodes.device)
         cell = (self.box_max - self.box_min) / (res - 1)
         xyz = nodes.flip(-1).float()  # (z, y, x) -> (x, y, z)

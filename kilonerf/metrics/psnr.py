@@ -66,6 +66,11 @@ def mse_to_psnr(mse: float) -> float:
     return -10.0 * math.log10(mse)
 
 
+def mse_to_psnr_tensor(mse: torch.Tensor) -> torch.Tensor:
+    """:func:`mse_to_psnr` on a tensor, without a device sync (training logs read it later)."""
+    return -10.0 * torch.log10(mse)
+
+
 def psnr(pred: ImageLike, target: ImageLike) -> float:
     """Peak signal-to-noise ratio of one image, from its MSE over all pixels and channels.
 

@@ -50,8 +50,15 @@ def config_from_dict(cls: type, d: dict[str, Any], what: str) -> Any:
     known = {f.name for f in fields(cls)}
     extra = set(d) - known
     if extra:
-        raise RunError(f"{what}: unknown settings {sorted(extra)}")
+        raise RunError(f"{what}: unknown keys {sorted(extra)}")
     return cls(**d)
+
+
+def pick_preset(presets: dict[str, Any], name: str, what: str, **overrides: Any) -> Any:
+    """``presets[name]`` with ``overrides`` applied; an unknown name is a RunError listing the known ones."""
+    if name not in presets:
+        raise RunError(f"unknown {what} preset '{name}' (have: {', '.join(presets)})")
+    return replace(presets[name], **overrides)
 
 
 @dataclass

@@ -19,7 +19,7 @@ empty voxels, so capacity and CPU time spent there are wasted.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -31,6 +31,7 @@ from kilonerf.fields.base import RadianceField
 from kilonerf.fields.multinet import DENSITY_ACTIVATIONS, MultiNetField
 from kilonerf.render.occupancy import PAPER_REF_STEP, OccupancyGrid, reference_step
 from kilonerf.train.finetune import StudentRenderer
+from kilonerf.train.config import config_from_dict, pick_preset
 from kilonerf.train.loop import LoopConfig
 
 
@@ -74,17 +75,12 @@ class DistillConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "DistillConfig":
         """``paper`` (the published setting) or ``cpu`` (lego at 100 px on two cores)."""
-        if name not in DISTILL_PRESETS:
-            raise RunError(f"unknown distill preset '{name}' (have: {', '.join(DISTILL_PRESETS)})")
-        return replace(DISTILL_PRESETS[name], **overrides)
+        return pick_preset(DISTILL_PRESETS, name, "distill", **overrides)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DistillConfig":
         """Inverse of ``dataclasses.asdict``; unknown keys are a RunError."""
-        extra = set(d) - {f.name for f in fields(cls)}
-        if extra:
-            raise RunError(f"distill config: unknown keys {sorted(extra)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "distill config")
 
     def loop_config(self, **overrides: Any) -> LoopConfig:
         return replace(LoopConfig(max_steps=self.iterations), **overrides)

@@ -19,7 +19,7 @@ voxels): distill ``cpu`` 107 s (student 28.99 dB), then this preset 132 s at ~16
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -31,6 +31,7 @@ from kilonerf.errors import RunError
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.render.dense import render_dense
 from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.train.config import config_from_dict, pick_preset
 from kilonerf.train.loop import LoopConfig
 
 try:  # the fast renderer; the dense one with an occupancy mask is the fallback
@@ -65,17 +66,12 @@ class FinetuneConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "FinetuneConfig":
         """``paper`` (the published setting) or ``cpu`` (lego at 100 px on two cores)."""
-        if name not in FINETUNE_PRESETS:
-            raise RunError(f"unknown finetune preset '{name}' (have: {', '.join(FINETUNE_PRESETS)})")
-        return replace(FINETUNE_PRESETS[name], **overrides)
+        return pick_preset(FINETUNE_PRESETS, name, "finetune", **overrides)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FinetuneConfig":
         """Inverse of ``dataclasses.asdict``; unknown keys are a RunError."""
-        extra = set(d) - {f.name for f in fields(cls)}
-        if extra:
-            raise RunError(f"finetune config: unknown keys {sorted(extra)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "finetune config")
 
     def loop_config(self, **overrides: Any) -> LoopConfig:
         return replace(LoopConfig(max_steps=self.iterations), **overrides)

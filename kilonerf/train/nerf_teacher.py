@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -11,10 +11,12 @@ from torch import Tensor
 
 from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.data.scene import Scene
-from kilonerf.errors import KiloNerfError, RunError
+from kilonerf.errors import RunError
 from kilonerf.fields.nerf import NeRFField
+from kilonerf.metrics.psnr import mse_to_psnr_tensor
 from kilonerf.render.dense import render_dense
 from kilonerf.render.volume import RenderOutput
+from kilonerf.train.config import config_from_dict, pick_preset
 from kilonerf.train.loop import LoopConfig
 
 
@@ -48,18 +50,12 @@ class NeRFTeacherConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "NeRFTeacherConfig":
         """``paper`` (the published setting) or ``cpu`` (tiny, only to exercise the code)."""
-        if name not in TEACHER_PRESETS:
-            raise KiloNerfError(f"unknown teacher preset '{name}' (have: {', '.join(TEACHER_PRESETS)})")
-        return replace(TEACHER_PRESETS[name], **overrides)
+        return pick_preset(TEACHER_PRESETS, name, "teacher", **overrides)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "NeRFTeacherConfig":
-        """Inverse of ``dataclasses.asdict``; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        extra = set(d) - known
-        if extra:
-            raise RunError(f"teacher config: unknown keys {sorted(extra)}")
-        return cls(**d)
+        """Inverse of ``dataclasses.asdict``; unknown keys are a RunError."""
+        return config_from_dict(cls, d, "teacher config")
 
     def loop_config(self, **overrides: Any) -> LoopConfig:
         """A :class:`LoopConfig` for this teacher: ``iterations`` steps, the paper's centre crop."""
@@ -82,10 +78,6 @@ TEACHER_PRESETS: dict[str, NeRFTeacherConfig] = {
     ),
 }
 
-
-def mse_to_psnr(mse: Tensor) -> Tensor:
-    """PSNR in dB for images in [0, 1] (no sync: stays a tensor)."""
-    return -10.0 * torch.log10(mse)
 
 
 class NeRFTeacherTrainer:
@@ -156,7 +148,7 @@ class NeRFTeacherTrainer:
         self.optimizer.step()
         self.step = step + 1
         loss = loss.detach()
-        return {"loss": loss, "psnr": mse_to_psnr(loss)}
+        return {"loss": loss, "psnr": mse_to_psnr_tensor(loss)}
 
     @torch.no_grad()
     def render_rays(self, origins: Tensor, dirs: Tensor) -> Tensor:
