@@ -40,6 +40,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from kilonerf.demo import DemoConfig, run_demo
+    from kilonerf.train.pipeline import default_device
+
+    overrides = dict(_parse_setting(s) for s in args.set)
+    device = torch_device(args.device) if args.device else default_device()
+    run_demo(args.out, DemoConfig(size=args.size, overrides=overrides), device)
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from kilonerf.data.load import load_scene
     from kilonerf.evaluation import evaluate_split, format_table
@@ -87,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="KiloNeRF: train a radiance field as thousands of tiny MLPs and render it fast.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "demo",
+        help="the whole method on the built-in scene: train, evaluate, time against NeRF, report",
+        description="Render the built-in procedural scene into OUT/scene, train every stage into OUT "
+        "(cpu preset), evaluate teacher and student on the test split, time them against NeRF, and write "
+        "OUT/summary.json and OUT/report.html. Re-running resumes.",
+    )
+    p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    p.add_argument("--size", type=int, default=100, help="image size of the scene in pixels (default 100)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
+                   help="override one setting of the run, e.g. teacher_loop.max_steps=100")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
         "convert",

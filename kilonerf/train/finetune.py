@@ -29,6 +29,7 @@ from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.fields.multinet import MultiNetField
+from kilonerf.metrics.psnr import mse_to_psnr_tensor
 from kilonerf.render.dense import render_dense
 from kilonerf.render.occupancy import OccupancyGrid
 from kilonerf.train.config import config_from_dict, pick_preset
@@ -188,7 +189,7 @@ class FinetuneTrainer:
         self.optimizer.step()
         self.step = step + 1
         mse = mse.detach()
-        return {"loss": loss.detach(), "psnr": -10.0 * torch.log10(mse), "mse": mse, "l2": l2.detach()}
+        return {"loss": loss.detach(), "psnr": mse_to_psnr_tensor(mse), "mse": mse, "l2": l2.detach()}
 
     @torch.no_grad()
     def render_rays(self, origins: Tensor, dirs: Tensor) -> Tensor:

@@ -56,7 +56,9 @@ def open_run(
         return run, cfg, scene
     if data is None:
         raise RunError(f"{run.root}: no run here yet; give the scene folder to train on")
-    if run.root.exists() and any(run.root.iterdir()):
+    # The scene itself may live inside the new run directory (as ``kilonerf demo`` puts it).
+    data_inside = Path(data).resolve()
+    if run.root.exists() and any(p.resolve() != data_inside for p in run.root.iterdir()):
         raise RunError(f"{run.root}: exists, is not empty and is not a kilonerf run; choose another --out")
     scene = load_scene(data)
     cfg = resolve_config(preset or "cpu", teacher or "fast", no_distill=no_distill)

@@ -1,0 +1,146 @@
+"""``kilonerf demo``: the whole method on the built-in procedural scene, in minutes on a CPU.
+
+Renders the procedural scene into ``OUT/scene``, trains every stage into the run directory
+``OUT`` (``cpu`` preset), evaluates teacher and student on the test split, times them against
+the paper's NeRF (``kilonerf bench``), and writes ``OUT/summary.json`` and ``OUT/report.html``.
+Re-running it resumes: finished steps are skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kilonerf.data.procedural import write_procedural_scene
+from kilonerf.errors import RunError
+from kilonerf.evaluation import evaluate_split, format_table
+from kilonerf.io import atomic_write_json, read_json
+from kilonerf.models import load_renderer
+from kilonerf.train.pipeline import STAGES, open_run, run_pipeline, stage_done
+from kilonerf.train.run_dir import RunDir
+
+SUMMARY_KEYS = ("psnr", "ssim", "lpips", "ms_per_frame")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    size: int = 100
+    n_train: int = 100
+    n_val: int = 10
+    n_test: int = 50
+    seed: int = 0
+    bench_resolution: int = 100
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """``SECTION.NAME`` -> value settings of the run (as ``kilonerf train --set``)."""
+
+
+# Rough share of the demo's time per step on 2 CPU cores (measured), for the overall ETA.
+_WEIGHTS = {"scene": 2.0, "teacher": 55.0, "occupancy": 1.0, "distill": 14.0, "finetune": 18.0,
+            "eval": 5.0, "bench": 4.0, "report": 1.0}  # fmt: skip
+
+
+class DemoProgress:
+    """Prints one line per step with the elapsed time and an overall ETA.
+
+    The ETA scales the time spent so far by the remaining share of ``_WEIGHTS``; skipped
+    (already finished) steps count as done without taking time.
+    """
+
+    def __init__(self, steps: list[str]) -> None:
+        self.steps, self.t0, self.done_weight, self.timed_weight = steps, time.perf_counter(), 0.0, 0.0
+        self.total = sum(_WEIGHTS[s] for s in steps)
+
+    def start(self, step: str) -> None:
+        k = self.steps.index(step) + 1
+        elapsed = time.perf_counter() - self.t0
+        remaining = self.total - self.done_weight
+        eta = f"~{_fmt(elapsed / self.timed_weight * remaining)}" if self.timed_weight > 0 else "estimating"
+        print(f"[demo {k}/{len(self.steps)}] {step}  (elapsed {_fmt(elapsed)}, overall ETA {eta})", flush=True)
+
+    def finish(self, step: str, skipped: bool = False) -> None:
+        self.done_weight += _WEIGHTS[step]
+        if not skipped:
+            self.timed_weight += _WEIGHTS[step]
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def _fmt(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
+def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Run (or resume) the demo into ``out``; returns the summary written to ``out/summary.json``."""
+    from kilonerf.bench import run_bench
+    from kilonerf.report import write_report
+
+    out, device = Path(out), torch.device(device)
+    scene_dir = out / "scene"
+    if out.is_dir() and not RunDir(out).exists() and any(p != scene_dir for p in out.iterdir()):
+        raise RunError(f"{out}: exists, is not empty and is not a kilonerf run; choose another --out")
+    steps = ["scene", *STAGES, "eval", "bench", "report"]
+    progress = DemoProgress(steps)
+
+    progress.start("scene")
+    have_scene = (scene_dir / "transforms_test.json").is_file()
+    if not have_scene:
+        write_procedural_scene(scene_dir, size=config.size, n_train=config.n_train, n_val=config.n_val,
+                               n_test=config.n_test, seed=config.seed)  # fmt: skip
+    progress.finish("scene", skipped=have_scene)
+
+    run, cfg, scene = open_run(scene_dir, out, "cpu", None, False, config.overrides)
+    for stage in STAGES:
+        progress.start(stage)
+        done = stage_done(run, stage, cfg)
+        if not done:
+            run_pipeline(run, cfg, scene, device, [stage])
+        progress.finish(stage, skipped=done)
+
+    progress.start("eval")
+    rows = {}
+    for model in ("teacher", "student"):
+        render = load_renderer(run, model, scene, device)
+        rows[model] = evaluate_split(render, scene, "test", run.eval_dir(model, "test"), device)
+    progress.finish("eval")
+
+    progress.start("bench")
+    bench = run_bench(run, scene, config.bench_resolution, views=1, device=device)
+    atomic_write_json(out / "bench.json", bench)
+    progress.finish("bench")
+
+    summary: dict[str, Any] = {m: {k: rows[m][k] for k in SUMMARY_KEYS} for m in rows}
+    summary["speedup"] = _kilonerf_speedup(bench)
+    summary["bench"] = bench
+    summary["stage_seconds"] = {k: round(v.get("seconds", 0.0), 1) for k, v in read_json(run.root / "stages.json").items()}
+    atomic_write_json(out / "summary.json", summary)
+
+    progress.start("report")
+    report = write_report(run.root, split="test")
+    progress.finish("report")
+    summary["report"] = str(report)
+    summary["seconds"] = progress.elapsed
+    _print_summary(summary, rows)
+    return summary
+
+
+def _kilonerf_speedup(bench: dict[str, Any]) -> float:
+    """The KiloNeRF row's speedup over NeRF in a ``run_bench`` result."""
+    for row in bench["rows"]:
+        if row["name"].lower().startswith("kilonerf"):
+            return float(row["speedup"])
+    raise KeyError("no KiloNeRF row in the bench result")
+
+
+def _print_summary(summary: dict[str, Any], rows: dict[str, dict[str, Any]]) -> None:
+    print()
+    print(format_table(rows))
+    print(f"KiloNeRF renders {summary['speedup']:.0f} x faster than NeRF on this machine "
+          f"(bench at {summary['bench'].get('resolution', '?')} px)")  # fmt: skip
+    print(f"demo finished in {_fmt(summary['seconds'])}; report: {summary['report']}")
