@@ -67,11 +67,38 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise KiloNerfError(f"{scene.root}: no '{args.split}' split (has: {', '.join(scene.splits)})")
     render = load_renderer(run, model, scene, device)
     out_dir = run.eval_dir(model, args.split)
-    result = evaluate_split(render, scene, args.split, out_dir, device, max_views=args.max_views)
+    info = {"model": model, "data": str(Path(scene.root or "").resolve())}
+    result = evaluate_split(render, scene, args.split, out_dir, device, max_views=args.max_views, info=info)
     print(format_table({model: result}))
     print(f"{result['views']} views of '{args.split}'; images and metrics.json in {out_dir}")
     if args.json:
-        atomic_write_json(args.json, {"model": model, **result})
+        atomic_write_json(args.json, result)
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from kilonerf.render_path import render_run
+    from kilonerf.train.pipeline import default_device
+
+    if args.out is None and args.save_path is None:
+        raise KiloNerfError("give --out (a .mp4 file or a folder) and/or --save-path FILE.json")
+    device = torch_device(args.device) if args.device else default_device()
+    path, model = render_run(
+        args.run, args.path, args.out, model=args.model, width=args.resolution, frames=args.frames, fps=args.fps,
+        device=device, data=args.data, save_path=args.save_path, overwrite=args.overwrite,
+    )  # fmt: skip
+    if args.save_path:
+        print(f"wrote the camera path ({len(path)} frames) to {args.save_path}")
+    if args.out:
+        print(f"rendered {len(path)} frames of {path.width} x {path.height} with the {model} to {args.out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from kilonerf.report import write_report
+
+    out = write_report(args.run, split=args.split, views=args.views, video=args.video)
+    print(f"wrote {out} (open it in a browser; its images are in {out.parent / 'report'})")
     return 0
 
 
@@ -80,6 +107,20 @@ def _parse_setting(text: str) -> tuple[str, str]:
     if not sep or "." not in key:
         raise KiloNerfError(f"--set expects SECTION.NAME=VALUE (e.g. finetune_loop.max_steps=100), got '{text}'")
     return key, value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(text)
+    return value
 
 
 def torch_device(name: str):  # noqa: ANN201 - torch imported lazily to keep --help fast
@@ -170,6 +211,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-views", type=int, help="evaluate only the first N views")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "render",
+        help="render a video (MP4) or PNG frames along a camera path",
+        description="Render the run's model along a camera path: orbit or spiral (generated around the scene "
+        "box from the training cameras), test (the test split's cameras) or a camera-path JSON file "
+        "(see the README). OUT ending in .mp4 is an H.264 video; a name without a suffix (or an existing "
+        "folder) gets PNG frames.",
+    )
+    p.add_argument("run", help="run directory")
+    p.add_argument("--path", default="orbit", metavar="orbit|spiral|test|FILE.json", help="camera path (default: orbit)")
+    p.add_argument("--out", help="OUT.mp4 or a folder for PNG frames")
+    p.add_argument("--model", choices=["teacher", "student"], help="default: student if trained, else teacher")
+    p.add_argument("--resolution", type=positive_int, metavar="WIDTH",
+                   help="frame width in pixels; the height keeps the aspect ratio (default: the scene's)")
+    p.add_argument("--frames", type=positive_int,
+                   help="frames of an orbit / spiral (default 120); for test / FILE: use only the first N")
+    p.add_argument("--fps", type=positive_float, default=30.0, help="video frame rate (default 30)")
+    p.add_argument("--save-path", metavar="FILE.json", help="also write the camera path as JSON (to edit and reuse)")
+    p.add_argument("--data", help="the scene folder, if not the one the run was trained on")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.set_defaults(func=_cmd_render)
+
+    p = sub.add_parser(
+        "report",
+        help="write RUN/report.html: views, metrics, speed, training curves, video",
+        description="Write an offline HTML page RUN/report.html (images in RUN/report/) showing ground truth, "
+        "teacher, student and error images for a few evaluated views, the metrics of `kilonerf eval`, "
+        "the speed table of RUN/summary.json, training curves and the video. Missing pieces get a note.",
+    )
+    p.add_argument("run", help="run directory")
+    p.add_argument("--split", help="evaluated split to show (default: test, else val)")
+    p.add_argument("--views", type=positive_int, default=4, help="views shown side by side (default 4)")
+    p.add_argument("--video", help="video to embed (default: RUN/video.mp4 if present)")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from kilonerf.data.images import write_png
 from kilonerf.data.rays import RayTable
 from kilonerf.data.scene import Scene
-from kilonerf.io import atomic_write_json
+from kilonerf.io import atomic_dir, atomic_write_json
 from kilonerf.metrics import lpips, psnr, ssim, ssim_skimage
 
 RenderFn = Callable[[Tensor, Tensor], Tensor]
@@ -37,15 +37,25 @@ def evaluate_split(
     device: torch.device | str = "cpu",
     max_views: int | None = None,
     progress: bool = True,
+    info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Render each view of ``split`` and score it.
 
-    Returns the means of ``psnr``, ``ssim`` (Gaussian 11 x 11), ``ssim_skimage`` (uniform 7 x 7),
-    ``lpips`` (Alex, standard [-1, 1] input) and ``ms_per_frame`` (render time only), plus
-    ``images``: one dict per view with the same keys and its ``name``. With ``out_dir`` the
-    renders are saved as PNGs and everything as ``metrics.json`` there.
+    Returns ``info``'s entries (e.g. the model and the scene folder, for the record), the means
+    of ``psnr``, ``ssim`` (Gaussian 11 x 11), ``ssim_skimage`` (uniform 7 x 7), ``lpips`` (Alex,
+    standard [-1, 1] input) and ``ms_per_frame`` (render time only), plus ``images``: one dict
+    per view with the same keys and its ``name``. With ``out_dir`` the renders are saved as
+    ``<name>.png`` and everything as ``metrics.json`` there; the folder is filled beside its
+    place and renamed at the end, replacing an earlier evaluation whole.
     """
-    device = torch.device(device)
+    if out_dir is None:
+        return _evaluate(render, scene, split, None, torch.device(device), max_views, progress, info or {})
+    with atomic_dir(out_dir, overwrite=True) as folder:
+        return _evaluate(render, scene, split, folder, torch.device(device), max_views, progress, info or {})
+
+
+def _evaluate(render: RenderFn, scene: Scene, split: str, folder: Path | None, device: torch.device,
+              max_views: int | None, progress: bool, info: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     table = RayTable(scene, split, device=device)
     names = [scene.image_names[int(i)] for i in scene.indices(split)]
     count = table.num_images if max_views is None else min(max_views, table.num_images)
@@ -70,14 +80,13 @@ def evaluate_split(
             "ms_per_frame": ms,
         }
         per_image.append(row)
-        if out_dir is not None:
-            write_png(Path(out_dir) / f"{names[k]}.png", (pred_img * 255.0 + 0.5).astype(np.uint8))
-    result: dict[str, Any] = {
-        key: float(np.mean([r[key] for r in per_image])) for key in (*METRICS, "ms_per_frame")
-    }
+        if folder is not None:
+            write_png(folder / f"{names[k]}.png", (pred_img * 255.0 + 0.5).astype(np.uint8))
+    result: dict[str, Any] = dict(info)
+    result.update({key: float(np.mean([r[key] for r in per_image])) for key in (*METRICS, "ms_per_frame")})
     result.update({"split": split, "views": count, "images": per_image})
-    if out_dir is not None:
-        atomic_write_json(Path(out_dir) / "metrics.json", result)
+    if folder is not None:
+        atomic_write_json(folder / "metrics.json", result)
     return result
 
 

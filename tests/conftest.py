@@ -1,10 +1,14 @@
-"""Shared fixtures: the read-only real scenes beside the checkout."""
+"""Shared fixtures: the read-only real scenes beside the checkout, and a tiny trained run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
+
+from kilonerf.cli import main
+from kilonerf.data.procedural import write_procedural_scene
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -30,3 +34,31 @@ def lego_200() -> Path:
 @pytest.fixture
 def fern_llff() -> Path:
     return shared_scene("fern_llff")
+
+
+TINY_TRAIN = [
+    "--set", "teacher_params.total_steps=15", "--set", "teacher_loop.max_steps=15",
+    "--set", "teacher_params.rays_per_step=256", "--set", "teacher_loop.val_views=1",
+    "--set", "teacher_loop.ckpt_every=5",
+    "--set", "occupancy.resolution_factor=2", "--set", "student.max_res=4", "--set", "occupancy.sigma_threshold=0",
+    "--set", "distill_loop.max_steps=3", "--set", "distill_loop.val_views=0",
+    "--set", "finetune_loop.max_steps=3", "--set", "finetune_loop.val_views=1",
+    "--set", "finetune.rays_per_step=64", "--set", "finetune.num_samples=32", "--set", "finetune.render_samples=32",
+    "--set", "distill.render_samples=32",
+]  # fmt: skip
+"""`kilonerf train` settings that run every stage in seconds (the result is poor, but real)."""
+
+
+@pytest.fixture(scope="session")
+def tiny_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The procedural scene at 16 x 16 pixels: 6 train, 2 val, 2 test views."""
+    return write_procedural_scene(tmp_path_factory.mktemp("scene") / "proc", size=16, n_train=6, n_val=2, n_test=2)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory with every stage trained on ``tiny_scene`` (shared: copy it to modify it)."""
+    torch.set_num_threads(1)
+    run = tmp_path_factory.mktemp("run") / "r"
+    assert main(["train", str(tiny_scene), "--out", str(run), "--device", "cpu", *TINY_TRAIN]) == 0
+    return run

@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from kilonerf.cli import main
-from kilonerf.data.procedural import write_procedural_scene
-
-TINY = [
-    "--set", "teacher_params.total_steps=15", "--set", "teacher_loop.max_steps=15",
-    "--set", "teacher_params.rays_per_step=256", "--set", "teacher_loop.val_views=1",
-    "--set", "teacher_loop.ckpt_every=5",
-    "--set", "occupancy.resolution_factor=2", "--set", "student.max_res=4", "--set", "occupancy.sigma_threshold=0",
-    "--set", "distill_loop.max_steps=3", "--set", "distill_loop.val_views=0",
-    "--set", "finetune_loop.max_steps=3", "--set", "finetune_loop.val_views=1",
-    "--set", "finetune.rays_per_step=64", "--set", "finetune.num_samples=32", "--set", "finetune.render_samples=32",
-    "--set", "distill.render_samples=32",
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_procedural_scene(tmp_path_factory.mktemp("scene") / "proc", size=16, n_train=6, n_val=2, n_test=2)
-
-
-@pytest.fixture(scope="module")
-def trained_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
-    run = tmp_path_factory.mktemp("run") / "r"
-    assert main(["train", str(tiny_scene), "--out", str(run), "--device", "cpu", *TINY]) == 0
-    return run
+from kilonerf.data.convert import convert_scene
 
 
 def test_train_writes_every_stage_output(trained_run: Path) -> None:
@@ -75,6 +51,24 @@ def test_eval_on_a_split_stored_elsewhere(trained_run: Path, tiny_scene: Path, t
     assert len(json.loads(out.read_text())["images"]) == 2
 
 
+def test_eval_with_data_in_another_format(trained_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    """--data may hold the same scene in another format: same views, same scores, and the
+    evaluation records which model and which folder it used."""
+    nsvf = tmp_path / "as_nsvf"
+    convert_scene(tiny_scene, nsvf, to="nsvf")
+    scores = {}
+    for data in (tiny_scene, nsvf):
+        out = tmp_path / f"{data.name}.json"
+        argv = ["eval", str(trained_run), "--model", "teacher", "--split", "test", "--data", str(data), "--json", str(out)]
+        assert main([*argv, "--device", "cpu"]) == 0
+        saved = json.loads((trained_run / "eval" / "teacher_test" / "metrics.json").read_text())
+        assert saved["model"] == "teacher" and Path(saved["data"]) == data.resolve()
+        pngs = {p.stem for p in (trained_run / "eval" / "teacher_test").glob("*.png")}
+        assert len(pngs) == 2 and pngs == {r["name"] for r in saved["images"]}  # the old renders were replaced
+        scores[data.name] = [r["psnr"] for r in json.loads(out.read_text())["images"]]
+    assert scores["as_nsvf"] == pytest.approx(scores["proc"], abs=1e-4)
+
+
 @pytest.mark.parametrize(
     "argv_fn, message",
     [
@@ -95,3 +89,28 @@ def test_errors_are_one_line_exit_2(
 def test_existing_run_rejects_other_preset(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--out", str(trained_run), "--preset", "paper"]) == 2
     assert "preset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "{tmp}"], "not a scene folder"),
+        (["--split", "nope"], "no 'nope' split"),
+        (["--model", "student", "--remove", "student.pt"], "--stage finetune"),
+        (["--remove", "run.json"], "run.json missing"),
+    ],
+)
+def test_eval_errors_leave_no_output(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("eval"))
+    argv = [a.format(tmp=tmp_path) for a in args]
+    if "--remove" in argv:  # not an option: delete that file of the run first
+        k = argv.index("--remove")
+        (run / argv[k + 1]).unlink()
+        del argv[k : k + 2]
+    assert main(["eval", str(run), "--device", "cpu", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kilonerf: error:") and "\n" not in err and message in err, err
+    assert not (run / "eval").exists()

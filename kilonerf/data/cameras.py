@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -67,3 +68,21 @@ def ray_box_intersect(origins: Tensor, dirs: Tensor, bbox: Tensor) -> tuple[Tens
     t_far = torch.maximum(t0, t1).amin(dim=-1)
     hit = t_far > t_near
     return t_near, t_far, hit
+
+
+def look_at(eye: np.ndarray, target: np.ndarray = np.zeros(3), up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
+    """(4, 4) OpenGL camera-to-world at ``eye`` looking at ``target`` (-z forward, +y up).
+
+    ``up`` only fixes the roll; when the view is parallel to it another axis stands in, so a
+    camera straight above the target still gets a valid pose.
+    """
+    eye = np.asarray(eye, dtype=np.float64)
+    fwd = np.asarray(target, dtype=np.float64) - eye
+    fwd /= np.linalg.norm(fwd)
+    right = np.cross(fwd, up)
+    if np.linalg.norm(right) < 1e-9 * np.linalg.norm(up):
+        right = np.cross(fwd, np.eye(3)[np.argmin(np.abs(fwd))])
+    right /= np.linalg.norm(right)
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, np.cross(right, fwd), -fwd, eye
+    return pose

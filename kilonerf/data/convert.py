@@ -24,9 +24,7 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,7 +35,7 @@ from kilonerf.data.load import load_scene, natural_key
 from kilonerf.data.nsvf import OPENCV_TO_OPENGL
 from kilonerf.data.scene import SPLIT_NAMES, Scene
 from kilonerf.errors import KiloNerfError
-from kilonerf.io import atomic_write_text
+from kilonerf.io import atomic_dir, atomic_write_text
 
 FORMATS = ("nsvf", "blender")
 
@@ -108,38 +106,6 @@ def _write_files(jobs: list[tuple[Path, str | np.ndarray]]) -> None:
         list(pool.map(write, jobs))
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _publish(dst: str | Path, overwrite: bool, fill: Callable[[Path], None]) -> None:
-    """Run ``fill`` on a fresh temp folder beside ``dst``, then rename it to ``dst``."""
-    dst = Path(dst)
-    if (dst.exists() or dst.is_symlink()) and not overwrite:
-        raise KiloNerfError(f"{dst}: already exists (pass --overwrite to replace it)")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result should not be
-        fill(tmp)
-        if dst.exists() or dst.is_symlink():
-            old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".old")) / "old"
-            os.rename(dst, old)
-            try:
-                os.rename(tmp, dst)
-            except BaseException:
-                os.rename(old, dst)
-                raise
-            shutil.rmtree(old.parent, ignore_errors=True)
-        else:
-            os.rename(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def write_nsvf(scene: Scene, dst: str | Path, overwrite: bool = False) -> None:
     """Write ``scene`` as an NSVF folder ``dst`` (see the module docstring)."""
     order = _check_splits(scene, Path(dst), "NSVF")
@@ -164,7 +130,8 @@ def write_nsvf(scene: Scene, dst: str | Path, overwrite: bool = False) -> None:
             jobs.append((folder / "intrinsics.txt", _rows(_k_matrix(scene.intrinsics[used[0]]))))
         _write_files(jobs)
 
-    _publish(dst, overwrite, fill)
+    with atomic_dir(dst, overwrite) as folder:
+        fill(folder)
 
 
 def _k_matrix(intr: np.ndarray) -> np.ndarray:
@@ -197,7 +164,8 @@ def write_blender(scene: Scene, dst: str | Path, overwrite: bool = False) -> Non
             jobs.append((folder / f"transforms_{split}.json", json.dumps(meta, indent=2) + "\n"))
         _write_files(jobs)
 
-    _publish(dst, overwrite, fill)
+    with atomic_dir(dst, overwrite) as folder:
+        fill(folder)
 
 
 def convert_scene(src: str | Path, dst: str | Path, to: str, overwrite: bool = False) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kilonerf.data.cameras import camera_rays, pixel_coords
+from kilonerf.data.cameras import camera_rays, look_at, pixel_coords
 from kilonerf.data.procedural_shapes import (
     AngularChecker, Box, Checker, Cylinder, Pattern, Shape, Solid, Sphere, Stripes, rotation,
 )
@@ -203,18 +203,6 @@ def _hits_box(origins: np.ndarray, dirs: np.ndarray, bbox: np.ndarray, t_min: fl
     t_near = np.maximum(np.maximum(lo[:, 0], lo[:, 1]), lo[:, 2])
     t_far = np.minimum(np.minimum(hi[:, 0], hi[:, 1]), hi[:, 2])
     return (t_far >= t_near) & (t_far > t_min)
-
-
-def look_at(eye: np.ndarray, target: np.ndarray = np.zeros(3), up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
-    """(4, 4) OpenGL camera-to-world at ``eye`` looking at ``target`` (-z forward, +y up)."""
-    eye = np.asarray(eye, dtype=np.float64)
-    fwd = np.asarray(target, dtype=np.float64) - eye
-    fwd /= np.linalg.norm(fwd)
-    right = np.cross(fwd, up)
-    right /= np.linalg.norm(right)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, np.cross(right, fwd), -fwd, eye
-    return pose
 
 
 def _sphere_poses(azimuth: np.ndarray, elevation: np.ndarray, radius: float) -> np.ndarray:

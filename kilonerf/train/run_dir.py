@@ -10,7 +10,11 @@ Layout (all files written atomically)::
       student_distilled.pt      student after distillation
       finetune/checkpoint.pt    student during fine-tuning (resumable)
       student.pt                the final student
-      eval/<model>_<split>/     rendered images and metrics.json
+      stages.json               per stage: steps, seconds, val PSNR, training history
+      eval/<model>_<split>/     rendered images and metrics.json (``kilonerf eval``)
+      video.mp4                 the usual ``kilonerf render --out`` (the report embeds it)
+      summary.json              speed and quality summary (``kilonerf bench``)
+      report.html, report/      the HTML report and its images (``kilonerf report``)
 """
 
 from __future__ import annotations

@@ -1,0 +1,69 @@
+"""``kilonerf render``: a run's model along a camera path, into an MP4 or a folder of PNGs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from kilonerf.data.camera_paths import CameraPath, make_camera_path, save_camera_path
+from kilonerf.data.cameras import camera_rays, pixel_coords
+from kilonerf.data.load import load_scene
+from kilonerf.evaluation import RenderFn
+from kilonerf.models import default_model, load_renderer, run_scene_path
+from kilonerf.train.run_dir import RunDir
+from kilonerf.video import check_output, write_frames
+
+
+def render_frames(render: RenderFn, path: CameraPath, device: torch.device | str = "cpu",
+                  progress: bool = True) -> Iterator[np.ndarray]:  # fmt: skip
+    """Render each camera of ``path``; yields (height, width, 3) uint8 frames, one at a time
+    (so a long video never sits in memory)."""
+    device = torch.device(device)
+    pixels = pixel_coords(path.height, path.width, device=device)
+    poses = torch.as_tensor(path.poses, dtype=torch.float32, device=device)
+    intrinsics = torch.as_tensor(path.intrinsics, dtype=torch.float32, device=device)
+    for k in tqdm(range(len(path)), desc="render", unit="frame", disable=not progress):
+        origins, dirs = camera_rays(poses[k], intrinsics[k], pixels)
+        with torch.no_grad():
+            rgb = render(origins, dirs).float().clamp(0, 1)
+        yield (rgb.reshape(path.height, path.width, 3).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def render_run(
+    run_dir: str | Path,
+    path_spec: str,
+    out: str | Path | None,
+    model: str | None = None,
+    width: int | None = None,
+    frames: int | None = None,
+    fps: float = 30.0,
+    device: torch.device | str = "cpu",
+    data: str | Path | None = None,
+    save_path: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[CameraPath, str]:
+    """Render ``model`` (default: the student once trained) of a run along ``path_spec``
+    (``orbit``, ``spiral``, ``test`` or a camera-path JSON file) into ``out``.
+
+    ``width`` rescales the cameras to that many pixels wide; ``frames`` is the length of a
+    generated path (or the cut of a given one); ``save_path`` also writes the path as JSON.
+    ``out`` may be None when only ``save_path`` is wanted. Returns the path and the model.
+    """
+    run = RunDir(Path(run_dir))
+    run.read_meta()
+    if out is not None:
+        check_output(out, overwrite)  # before any work: a bad --out fails at once
+    model = model or default_model(run)
+    scene = load_scene(data if data is not None else run_scene_path(run))
+    path = make_camera_path(path_spec, scene, frames, width)
+    if save_path is not None:
+        save_camera_path(path, save_path)
+    if out is not None:
+        render = load_renderer(run, model, scene, torch.device(device))
+        write_frames(out, render_frames(render, path, device, progress), fps)
+    return path, model

@@ -1,0 +1,78 @@
+"""What a report shows, read from the run directory; absent pieces come back as None / empty."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kilonerf.errors import RunError
+from kilonerf.io import read_json
+from kilonerf.models import MODELS
+from kilonerf.train.run_dir import RunDir
+
+SPLIT_PREFERENCE = ("test", "val", "train")
+
+
+@dataclass
+class ReportInputs:
+    run: RunDir
+    meta: dict[str, Any]
+    """run.json."""
+    split: str | None
+    """The evaluated split shown (None: nothing evaluated yet)."""
+    evals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Model -> its eval ``metrics.json`` for ``split`` (teacher before student)."""
+    stages: dict[str, Any] | None = None
+    """RUN/stages.json."""
+    summary: dict[str, Any] | None = None
+    """RUN/summary.json (written by the benchmark)."""
+    video: Path | None = None
+
+
+def evaluated_splits(run: RunDir) -> list[str]:
+    """Splits with at least one model's ``metrics.json`` under RUN/eval/, preferred first."""
+    found = {
+        p.parent.name.split("_", 1)[1]
+        for p in (run.root / "eval").glob("*_*/metrics.json")
+        if p.parent.name.split("_", 1)[0] in MODELS
+    }
+    return [s for s in SPLIT_PREFERENCE if s in found] + sorted(found - set(SPLIT_PREFERENCE))
+
+
+def _optional_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, None when the file is absent."""
+    if not path.is_file():
+        return None
+    obj = read_json(path)
+    if not isinstance(obj, dict):
+        raise RunError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def gather(run: RunDir, split: str | None = None, video: str | Path | None = None) -> ReportInputs:
+    """Everything the report needs. ``split`` defaults to the first of test / val / train that
+    has been evaluated; ``video`` to RUN/video.mp4 when it exists."""
+    meta = run.read_meta()
+    if split is None:
+        splits = evaluated_splits(run)
+        split = splits[0] if splits else None
+    evals = {}
+    if split is not None:
+        for model in MODELS:
+            path = run.eval_dir(model, split) / "metrics.json"
+            metrics = _optional_json(path)
+            if metrics is not None and not isinstance(metrics.get("images"), list):
+                raise RunError(f"{path}: not an evaluation written by `kilonerf eval` (no 'images' list)")
+            if metrics is not None:
+                evals[model] = metrics
+    if video is not None:
+        video = Path(video)
+        if not video.is_file():
+            raise RunError(f"{video}: video file not found")
+    elif (run.root / "video.mp4").is_file():
+        video = run.root / "video.mp4"
+    return ReportInputs(
+        run=run, meta=meta, split=split, evals=evals, stages=_optional_json(run.root / "stages.json"),
+        summary=_optional_json(run.root / "summary.json"), video=video,
+    )  # fmt: skip
