@@ -1,8 +1,9 @@
 """``kilonerf demo``: the whole method on the built-in procedural scene, in minutes on a CPU.
 
 Renders the procedural scene into ``OUT/scene``, trains every stage into the run directory
-``OUT`` (``cpu`` preset), evaluates teacher and student on the test split, times them against
-the paper's NeRF (``kilonerf bench``), and writes ``OUT/summary.json`` and ``OUT/report.html``.
+``OUT`` (``cpu`` preset), evaluates teacher and student on the test split, renders an orbit
+video of the student (``OUT/video.mp4``), times them against the paper's NeRF (``kilonerf
+bench``), and writes ``OUT/summary.json`` and ``OUT/report.html``.
 Re-running it resumes: finished steps are skipped.
 """
 
@@ -20,6 +21,7 @@ from kilonerf.errors import RunError
 from kilonerf.evaluation import evaluate_split, format_table
 from kilonerf.io import atomic_write_json, read_json
 from kilonerf.models import load_renderer
+from kilonerf.render_path import render_run
 from kilonerf.train.pipeline import STAGES, open_run, run_pipeline, stage_done
 from kilonerf.train.run_dir import RunDir
 
@@ -34,13 +36,14 @@ class DemoConfig:
     n_test: int = 50
     seed: int = 0
     bench_resolution: int = 100
+    video_frames: int = 60
     overrides: dict[str, Any] = field(default_factory=dict)
     """``SECTION.NAME`` -> value settings of the run (as ``kilonerf train --set``)."""
 
 
 # Rough share of the demo's time per step on 2 CPU cores (measured), for the overall ETA.
 _WEIGHTS = {"scene": 2.0, "teacher": 55.0, "occupancy": 1.0, "distill": 14.0, "finetune": 18.0,
-            "eval": 5.0, "bench": 4.0, "report": 1.0}  # fmt: skip
+            "eval": 5.0, "video": 3.0, "bench": 4.0, "report": 1.0}  # fmt: skip
 
 
 class DemoProgress:
@@ -85,7 +88,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: torch.d
     scene_dir = out / "scene"
     if out.is_dir() and not RunDir(out).exists() and any(p != scene_dir for p in out.iterdir()):
         raise RunError(f"{out}: exists, is not empty and is not a kilonerf run; choose another --out")
-    steps = ["scene", *STAGES, "eval", "bench", "report"]
+    steps = ["scene", *STAGES, "eval", "video", "bench", "report"]
     progress = DemoProgress(steps)
 
     progress.start("scene")
@@ -109,6 +112,13 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: torch.d
         render = load_renderer(run, model, scene, device)
         rows[model] = evaluate_split(render, scene, "test", run.eval_dir(model, "test"), device)
     progress.finish("eval")
+
+    progress.start("video")
+    video = out / "video.mp4"
+    have_video = video.is_file()
+    if not have_video:
+        render_run(out, "orbit", video, "student", frames=config.video_frames, device=device)
+    progress.finish("video", skipped=have_video)
 
     progress.start("bench")
     bench = run_bench(run, scene, config.bench_resolution, views=1, device=device)
