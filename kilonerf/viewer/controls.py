@@ -1,0 +1,64 @@
+"""One tab's GUI panel: render controls, overlay toggles and the live readout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import viser
+
+from kilonerf.viewer.frames import Frame, RenderSettings
+
+MAX_HEIGHT = 1080
+
+
+@dataclass
+class Controls:
+    model: viser.GuiDropdownHandle
+    height: viser.GuiSliderHandle
+    ert_threshold: viser.GuiSliderHandle
+    skip_empty: viser.GuiCheckboxHandle
+    cameras: viser.GuiCheckboxHandle
+    box: viser.GuiCheckboxHandle
+    grid: viser.GuiCheckboxHandle
+    readout: viser.GuiMarkdownHandle
+
+    def settings(self) -> RenderSettings:
+        return RenderSettings(
+            model=str(self.model.value), height=int(self.height.value),
+            ert_threshold=float(self.ert_threshold.value), skip_empty=bool(self.skip_empty.value),
+        )  # fmt: skip
+
+    def sync_enabled(self) -> None:
+        """The fast renderer's switches apply to the student only."""
+        teacher = self.model.value == "teacher"
+        self.ert_threshold.disabled = teacher
+        self.skip_empty.disabled = teacher
+
+
+def add_controls(
+    gui: viser.GuiApi, models: list[str], settings: RenderSettings, cameras: bool, box: bool, grid: bool
+) -> Controls:
+    """Add the panel to one tab's GUI, starting from ``settings`` and the overlay flags."""
+    with gui.add_folder("Render"):
+        model = gui.add_dropdown("model", models, initial_value=settings.model)
+        height = gui.add_slider("resolution (px)", 16, MAX_HEIGHT, 8, min(MAX_HEIGHT, settings.height),
+                                hint="height of the full-resolution frame; moving renders fewer pixels")  # fmt: skip
+        ert = gui.add_slider("early termination", 0.0, 0.2, 0.005, settings.ert_threshold,
+                             hint="a ray stops once its transmittance is at most this (0: never)")  # fmt: skip
+        skip = gui.add_checkbox("empty-space skipping", settings.skip_empty)
+    with gui.add_folder("Overlays"):
+        cams = gui.add_checkbox("training cameras", cameras)
+        box_box = gui.add_checkbox("scene box", box)
+        grid_box = gui.add_checkbox("network grid", grid, disabled="student" not in models)
+    readout = gui.add_markdown("waiting for the first frame")
+    controls = Controls(model, height, ert, skip, cams, box_box, grid_box, readout)
+    controls.sync_enabled()
+    return controls
+
+
+def readout_text(frame: Frame) -> str:
+    """One line for the tab: time per frame, frame size and kind, samples per ray."""
+    h, w = frame.image.shape[:2]
+    kind = "full" if frame.full else "moving"
+    spr = f"{frame.samples_per_ray:.1f} samples/ray" if frame.samples_per_ray is not None else "samples/ray: n/a"
+    return f"**{1000.0 * frame.seconds:.0f} ms**/frame, {w}x{h} ({kind}, {frame.model}), {spr}"
