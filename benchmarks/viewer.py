@@ -19,8 +19,10 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -68,6 +70,7 @@ def main() -> None:
     ap.add_argument("--stops", type=int, default=5)
     ap.add_argument("--aspect", type=float, default=16 / 9)
     ap.add_argument("--height", type=int, help="full-resolution height (default: the viewer's)")
+    ap.add_argument("--samples-per-pass", type=int, help="the fast renderer's (default: the viewer's)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -78,8 +81,11 @@ def main() -> None:
     viewer.frames.student()
     loop, scene = viewer.loop, viewer.scene
     _, _, fov = home_view(scene)
+    settings = viewer.initial
+    if args.samples_per_pass:
+        settings = replace(settings, samples_per_pass=args.samples_per_pass)
     rec = Recorder(options.jpeg_quality)
-    loop.attach(0, rec, lambda msg: print("error:", msg), viewer.initial)
+    loop.attach(0, rec, lambda msg: print("error:", msg), settings)
     loop.start()
     try:
         # Warm-up: one full frame (first-call costs), then the moving phase.
@@ -109,6 +115,7 @@ def main() -> None:
     full_h = viewer.initial.height
     result = {
         "run": args.run, "threads": torch.get_num_threads(), "aspect": args.aspect,
+        "samples_per_pass": settings.samples_per_pass, "load_average": os.getloadavg(),
         "full_size": [full_h, round(full_h * args.aspect)],
         "moving_fps": fps,
         "moving_height_mean": float(np.mean([r[2] for r in moving])) if moving else None,

@@ -117,10 +117,17 @@ def test_twenty_clients_connect_and_drop(viewer: Viewer) -> None:
     status, body = http_get(viewer.url)
     assert status == 200 and b"<html" in body.lower()
     assert viewer.loop.running
-    # A new client still gets rendered frames.
-    with connect(ws_url, subprotocols=[protocol], open_timeout=10) as ws:  # type: ignore[list-item]
-        ws.send(camera_message(viewer, 1.0))
-        wait_for_full_frame(viewer, 30)
+    # Two clients at once still each get their own frames, and one leaving spares the other.
+    with connect(ws_url, subprotocols=[protocol], open_timeout=10) as a:  # type: ignore[list-item]
+        with connect(ws_url, subprotocols=[protocol], open_timeout=10) as b:  # type: ignore[list-item]
+            a.send(camera_message(viewer, 1.0))
+            b.send(camera_message(viewer, 2.0))
+            wait_until(lambda: len(viewer.loop.tabs()) == 2 and all(
+                viewer.loop.frames_sent(k)["full"] for k in viewer.loop.tabs()), 30, "a frame for both clients")
+        wait_until(lambda: len(viewer.loop.tabs()) == 1, 10, "the second client to leave")
+        (key,) = viewer.loop.tabs()
+        a.send(camera_message(viewer, 1.5))
+        wait_until(lambda: viewer.loop.frames_sent(key)["full"] >= 2, 30, "a new frame for the first client")
 
 
 def test_cli_view_serves_on_localhost_and_stops_on_ctrl_c(sphere_run: Path) -> None:

@@ -120,11 +120,13 @@ class StudentRenderer:
 
     @torch.no_grad()
     def render_with_stats(
-        self, origins: Tensor, dirs: Tensor, ert_threshold: float = 0.01, skip_empty: bool = True
-    ) -> tuple[Tensor, int | None]:
+        self, origins: Tensor, dirs: Tensor, ert_threshold: float = 0.01, skip_empty: bool = True,
+        samples_per_pass: int = 8,
+    ) -> tuple[Tensor, int | None]:  # fmt: skip
         """rays (N, 3) -> rgb (N, 3) and the number of samples evaluated (None when the
-        dense fallback renders). ``ert_threshold`` (0 disables early termination) and
-        ``skip_empty`` (empty-space skipping with the occupancy grid) are the fast renderer's."""
+        dense fallback renders). ``ert_threshold`` (0 disables early termination),
+        ``skip_empty`` (empty-space skipping with the occupancy grid) and ``samples_per_pass``
+        are the fast renderer's."""
         self.student.density_activation = "relu"
         out, evaluated = [], 0
         for i in range(0, origins.shape[0], self.chunk_rays):
@@ -132,7 +134,7 @@ class StudentRenderer:
             near, far = self.segments(o, d)
             if render_fast is not None:
                 res = render_fast(self.student, self.occupancy, o, d, near, far, self.num_samples, self.background,
-                                  ert_threshold=ert_threshold,
+                                  ert_threshold=ert_threshold, samples_per_pass=samples_per_pass,
                                   use_occupancy=skip_empty and self.occupancy is not None)  # fmt: skip
                 evaluated += res.samples_evaluated
             else:

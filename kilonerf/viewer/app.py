@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,11 @@ from kilonerf.viewer.controls import Controls, add_controls, readout_text
 from kilonerf.viewer.frames import Frame, FrameRenderer, RenderSettings
 from kilonerf.viewer.overlays import Overlays, add_overlays
 from kilonerf.viewer.render_loop import RenderLoop
+
+
+# A tab may close while its frame is on the way; viser then warns that the frame is dropped,
+# which is exactly what should happen.
+warnings.filterwarnings("ignore", message=r"Queued a \w+ on a closed connection", category=UserWarning)
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,8 @@ class Viewer:
             controls.sync_enabled()
             self.loop.update(key, **vars(controls.settings()))
 
-        for handle in (controls.model, controls.height, controls.ert_threshold, controls.skip_empty):
+        for handle in (controls.model, controls.height, controls.ert_threshold, controls.skip_empty,
+                       controls.samples_per_pass):
             handle.on_update(settings_changed)
 
         def overlays_changed(_: object) -> None:
@@ -168,6 +175,8 @@ class Viewer:
     def _deliver(self, tab: _Tab, frame: Frame) -> None:
         quality = self.options.jpeg_quality[1 if frame.full else 0]
         with tab.lock:
+            if tab.client.client_id not in self.clients():
+                return
             tab.client.scene.set_background_image(frame.image, format="jpeg", jpeg_quality=quality)
             tab.controls.readout.content = readout_text(frame)
 

@@ -93,23 +93,27 @@ def scene_up(scene: Scene) -> np.ndarray:
     return up / norm if norm > 1e-6 else np.array([0.0, 0.0, 1.0])
 
 
-def home_view(scene: Scene, distance_scale: float = 1.3) -> tuple[np.ndarray, np.ndarray, float]:
-    """Where a new browser tab starts: on the line from the scene box's centre to the first
-    photo's camera, ``distance_scale`` times as far (a little behind it, so that the nearby
-    training cameras are in view), looking at that centre with the photo's vertical field
-    of view. Returns position (3,), look-at point (3,) and the field of view in radians."""
+def home_view(scene: Scene, distance_scale: float = 1.4, turn: float = 0.3) -> tuple[np.ndarray, np.ndarray, float]:
+    """Where a new browser tab starts: the first photo's camera moved ``distance_scale`` times
+    as far from the scene box's centre and turned by ``turn`` radians about the up axis (so
+    that the nearby training cameras are in view but none sits on the line of sight), looking
+    at that centre with the photo's vertical field of view. Returns position (3,), look-at
+    point (3,) and the field of view in radians."""
     cam = training_cameras(scene)[0]
     centre = 0.5 * (scene.bbox[0] + scene.bbox[1])
-    return centre + distance_scale * (cam.position - centre), centre, cam.fov_y
+    offset = _turn(distance_scale * (cam.position - centre), scene_up(scene), turn)
+    return centre + offset, centre, cam.fov_y
 
 
-def orbit(scene: Scene, angle: float, distance_scale: float = 1.3) -> tuple[np.ndarray, np.ndarray]:
+def orbit(scene: Scene, angle: float, distance_scale: float = 1.4) -> tuple[np.ndarray, np.ndarray]:
     """(4, 4) camera-to-world and look-at point (3,): the home view turned by ``angle`` radians
     about the scene's up axis through the box centre, ``distance_scale`` times as far away."""
     position, centre, _ = home_view(scene, distance_scale)
     up = scene_up(scene)
-    offset = position - centre
-    # Rodrigues' rotation of the offset about the unit up axis.
+    return look_at(centre + _turn(position - centre, up, angle), centre, up), centre
+
+
+def _turn(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
+    """(3,) vector rotated by ``angle`` radians about the unit ``axis`` (Rodrigues' formula)."""
     c, s = math.cos(angle), math.sin(angle)
-    turned = offset * c + np.cross(up, offset) * s + up * float(up @ offset) * (1 - c)
-    return look_at(centre + turned, centre, up), centre
+    return v * c + np.cross(axis, v) * s + axis * float(axis @ v) * (1 - c)

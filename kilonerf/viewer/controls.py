@@ -17,6 +17,7 @@ class Controls:
     height: viser.GuiSliderHandle
     ert_threshold: viser.GuiSliderHandle
     skip_empty: viser.GuiCheckboxHandle
+    samples_per_pass: viser.GuiSliderHandle
     cameras: viser.GuiCheckboxHandle
     box: viser.GuiCheckboxHandle
     grid: viser.GuiCheckboxHandle
@@ -26,13 +27,14 @@ class Controls:
         return RenderSettings(
             model=str(self.model.value), height=int(self.height.value),
             ert_threshold=float(self.ert_threshold.value), skip_empty=bool(self.skip_empty.value),
+            samples_per_pass=int(self.samples_per_pass.value),
         )  # fmt: skip
 
     def sync_enabled(self) -> None:
         """The fast renderer's switches apply to the student only."""
         teacher = self.model.value == "teacher"
-        self.ert_threshold.disabled = teacher
-        self.skip_empty.disabled = teacher
+        for handle in (self.ert_threshold, self.skip_empty, self.samples_per_pass):
+            handle.disabled = teacher
 
 
 def add_controls(
@@ -46,12 +48,14 @@ def add_controls(
         ert = gui.add_slider("early termination", 0.0, 0.2, 0.005, settings.ert_threshold,
                              hint="a ray stops once its transmittance is at most this (0: never)")  # fmt: skip
         skip = gui.add_checkbox("empty-space skipping", settings.skip_empty)
+        per_pass = gui.add_slider("samples per pass", 4, 64, 4, settings.samples_per_pass,
+                                  hint="candidates each ray evaluates per pass (the paper: 8)")  # fmt: skip
     with gui.add_folder("Overlays"):
         cams = gui.add_checkbox("training cameras", cameras)
         box_box = gui.add_checkbox("scene box", box)
         grid_box = gui.add_checkbox("network grid", grid, disabled="student" not in models)
     readout = gui.add_markdown("waiting for the first frame")
-    controls = Controls(model, height, ert, skip, cams, box_box, grid_box, readout)
+    controls = Controls(model, height, ert, skip, per_pass, cams, box_box, grid_box, readout)
     controls.sync_enabled()
     return controls
 

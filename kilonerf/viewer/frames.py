@@ -29,6 +29,10 @@ class RenderSettings:
     """Early ray termination at this transmittance (0 disables it); student only."""
     skip_empty: bool = True
     """Empty-space skipping with the occupancy grid; student only."""
+    samples_per_pass: int = 32
+    """Candidates each ray takes per evaluation pass; student only. The paper's GPU renderer
+    uses 8; on a CPU each pass costs a fixed overhead, and 32 renders a small frame several
+    times faster (docs/benchmarks.md) for a few more samples evaluated past termination."""
 
 
 @dataclass(frozen=True)
@@ -109,5 +113,7 @@ class FrameRenderer:
             return lambda o, d: (teacher(o, d), None)
         if settings.model == "student":
             student = self.student()
-            return lambda o, d: student.render_with_stats(o, d, settings.ert_threshold, settings.skip_empty)
+            return lambda o, d: student.render_with_stats(
+                o, d, settings.ert_threshold, settings.skip_empty, settings.samples_per_pass
+            )
         raise RunError(f"unknown model '{settings.model}' (have: {', '.join(MODELS)})")

@@ -21,13 +21,16 @@ def box_edges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 def grid_lines(lo: np.ndarray, hi: np.ndarray, res: tuple[int, int, int]) -> np.ndarray:
-    """(M, 2, 3) segments: every cell edge of a ``res`` grid over [lo, hi], each spanning the
-    box, M = sum over axes of the product of (res + 1) on the two other axes."""
+    """(M, 2, 3) segments: the cell edges of a ``res`` grid over [lo, hi] that lie on the
+    box's faces, each spanning the box (the interior lattice would hide the render)."""
     ticks = [np.linspace(lo[i], hi[i], res[i] + 1) for i in range(3)]
     segs = []
     for axis in range(3):
         u, v = [a for a in range(3) if a != axis]
-        for a, b in itertools.product(ticks[u], ticks[v]):
+        for i, j in itertools.product(range(res[u] + 1), range(res[v] + 1)):
+            if i not in (0, res[u]) and j not in (0, res[v]):
+                continue
+            a, b = ticks[u][i], ticks[v][j]
             p0, p1 = np.empty(3), np.empty(3)
             p0[u] = p1[u] = a
             p0[v] = p1[v] = b
@@ -58,21 +61,22 @@ def add_overlays(
 ) -> Overlays:  # fmt: skip
     """Add the overlays of ``scene`` (and the student's network grid, when given) to a tab."""
     extent = float(np.max(scene.bbox[1] - scene.bbox[0]))
-    thickness = 0.004 * extent
+    # Thickness in screen pixels: world-sized lines would swamp the view near the camera.
+    line = {"thickness": 1.5, "thickness_units": "screen"}
     frustums = [
         scene_api.add_camera_frustum(
-            f"/training_cameras/{i:04d}", fov=cam.fov_y, aspect=cam.aspect, scale=0.06 * extent,
-            thickness=thickness, color=(40, 90, 200), wxyz=cam.wxyz, position=cam.position, visible=cameras,
+            f"/training_cameras/{i:04d}", fov=cam.fov_y, aspect=cam.aspect, scale=0.04 * extent,
+            color=(40, 90, 200), wxyz=cam.wxyz, position=cam.position, visible=cameras, **line,
         )
         for i, cam in enumerate(training_cameras(scene))
     ]  # fmt: skip
     box_node = scene_api.add_line_segments(
-        "/scene_box", box_edges(scene.bbox[0], scene.bbox[1]), colors=(220, 60, 40), thickness=thickness, visible=box
+        "/scene_box", box_edges(scene.bbox[0], scene.bbox[1]), colors=(220, 60, 40), visible=box, **line
     )
     grid_node = None
     if network_bbox is not None and network_res is not None:
         grid_node = scene_api.add_line_segments(
             "/network_grid", grid_lines(network_bbox[0], network_bbox[1], network_res), colors=(60, 160, 60),
-            thickness=0.5 * thickness, visible=grid,
+            visible=grid, thickness=1.0, thickness_units="screen",
         )  # fmt: skip
     return Overlays(cameras=frustums, box=box_node, grid=grid_node)
