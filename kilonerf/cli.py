@@ -71,6 +71,10 @@ def _cmd_view(args: argparse.Namespace) -> int:
     from kilonerf.train.pipeline import default_device
     from kilonerf.viewer.app import ViewerOptions, open_viewer
 
+    if not 0 <= args.port <= 65535:
+        raise KiloNerfError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
+    if args.height is not None and not 1 <= args.height <= 4096:
+        raise KiloNerfError(f"--height must be in 1..4096 pixels, got {args.height}")
     device = torch_device(args.device) if args.device else default_device()
     options = ViewerOptions(height=args.height, model=args.model)
     viewer = open_viewer(args.run, args.data, device, options)

@@ -153,9 +153,15 @@ def test_cli_view_serves_on_localhost_and_stops_on_ctrl_c(sphere_run: Path) -> N
     assert "stopping" in out
 
 
-def test_cli_view_missing_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "extra, message",
+    [([], "not found"), (["--port", "70000"], "--port"), (["--height", "0"], "--height")],
+)
+def test_cli_view_bad_input_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
     from kilonerf.cli import main
 
-    assert main(["view", str(tmp_path / "nope")]) == 2
+    assert main(["view", str(tmp_path / "nope"), *extra]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "nope" in err and "not found" in err
+    assert err.count("\n") == 0 and message in err
