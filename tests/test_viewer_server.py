@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ def sphere_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def viewer(sphere_run: Path) -> Iterator[Viewer]:
+    before = set(threading.enumerate())
     v = open_viewer(sphere_run, options=ViewerOptions(height=48, cameras=False))
     v.start("127.0.0.1", 0)
     try:
@@ -42,6 +44,7 @@ def viewer(sphere_run: Path) -> Iterator[Viewer]:
     finally:
         v.stop()
     assert not v.loop.running
+    wait_until(lambda: set(threading.enumerate()) <= before, 10, "the viewer's threads to end")
 
 
 def http_get(url: str) -> tuple[int, bytes]:

@@ -160,7 +160,9 @@ class Viewer:
             handle.on_update(overlays_changed)
 
         def camera_moved(cam: viser.CameraHandle) -> None:
-            self.loop.update(key, from_opencv(cam.wxyz, cam.position, cam.fov, cam.aspect))
+            # A hidden or collapsed page can report a zero-height canvas.
+            aspect = cam.image_width / cam.image_height if cam.image_height > 0 else 1.0
+            self.loop.update(key, from_opencv(cam.wxyz, cam.position, cam.fov, aspect))
 
         client.camera.on_update(camera_moved)
         # viser connects a client on its first camera message and may run that message's

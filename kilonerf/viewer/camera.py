@@ -54,7 +54,10 @@ def from_opencv(wxyz: np.ndarray, position: np.ndarray, fov_y: float, aspect: fl
     c2w = np.eye(4)
     c2w[:3, :3] = SO3(np.asarray(wxyz, dtype=np.float64)).as_matrix() @ _FLIP_YZ
     c2w[:3, 3] = np.asarray(position, dtype=np.float64)
-    return ViewCamera(c2w=c2w, fov_y=float(fov_y), aspect=float(aspect) if aspect > 0 else 1.0)
+    # Clamped so that a degenerate report from a page cannot make the focal length infinite
+    # or a frame absurdly wide.
+    fov = min(max(float(fov_y), 1e-3), math.pi - 1e-3)
+    return ViewCamera(c2w=c2w, fov_y=fov, aspect=min(max(float(aspect), 0.1), 10.0) if aspect > 0 else 1.0)
 
 
 def opencv_wxyz(c2w: np.ndarray) -> np.ndarray:
