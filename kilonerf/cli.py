@@ -102,6 +102,34 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_view(args: argparse.Namespace) -> int:
+    import time
+
+    from kilonerf.train.pipeline import default_device
+    from kilonerf.viewer.app import ViewerOptions, open_viewer
+
+    if not 0 <= args.port <= 65535:
+        raise KiloNerfError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
+    if args.height is not None and not 1 <= args.height <= 4096:
+        raise KiloNerfError(f"--height must be in 1..4096 pixels, got {args.height}")
+    device = torch_device(args.device) if args.device else default_device()
+    options = ViewerOptions(height=args.height, model=args.model)
+    viewer = open_viewer(args.run, args.data, device, options)
+    try:
+        viewer.start(args.host, args.port)
+    except OSError as exc:
+        raise KiloNerfError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+    print(f"kilonerf viewer of {args.run} on {viewer.url} ({device}); Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("kilonerf viewer: stopping", flush=True)
+    finally:
+        viewer.stop()
+    return 0
+
+
 def _parse_setting(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or "." not in key:
@@ -247,6 +275,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=positive_int, default=4, help="views shown side by side (default 4)")
     p.add_argument("--video", help="video to embed (default: RUN/video.mp4 if present)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "view",
+        help="interactive web viewer of a run (open the printed address in a browser)",
+        description="Serve a browser viewer of RUN: orbit, pan and zoom while the fast renderer draws "
+        "the scene (fewer pixels while moving, full resolution once still), with the training cameras, "
+        "scene box and network grid as overlays. Binds 127.0.0.1 unless --host says otherwise; over SSH, "
+        "forward the port (ssh -L P:127.0.0.1:P host).",
+    )
+    p.add_argument("run", help="run directory")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--model", choices=["teacher", "student"], help="model shown first (default: student if trained)")
+    p.add_argument("--height", type=int, help="full-resolution frame height in pixels (default: the photos')")
+    p.add_argument("--data", help="another folder holding the same scene")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.set_defaults(func=_cmd_view)
     return parser
 
 

@@ -37,10 +37,18 @@ def load_renderer(
         trainer = load_teacher(run, scene, cfg.teacher, cfg.teacher_params, device)
         return trainer.render_rays
     if model == "student":
-        student = load_student(run.require(run.student_path, "fine-tuned student", "finetune"), device)
-        occupancy = OccupancyGrid.load(run.require(run.occupancy_path, "occupancy grid", "occupancy")).to(device)
-        return StudentRenderer(student, occupancy, scene, num_samples, chunk_rays).render
+        return load_student_renderer(run, scene, device, num_samples, chunk_rays).render
     raise RunError(f"unknown model '{model}' (have: {', '.join(MODELS)})")
+
+
+def load_student_renderer(
+    run: RunDir, scene: Scene, device: torch.device, num_samples: int = 384, chunk_rays: int = 1 << 14
+) -> StudentRenderer:
+    """The fine-tuned student with its occupancy grid, as a :class:`StudentRenderer` (whose
+    ``render_with_stats`` exposes the fast renderer's thresholds and sample counts)."""
+    student = load_student(run.require(run.student_path, "fine-tuned student", "finetune"), device)
+    occupancy = OccupancyGrid.load(run.require(run.occupancy_path, "occupancy grid", "occupancy")).to(device)
+    return StudentRenderer(student, occupancy, scene, num_samples, chunk_rays)
 
 
 def run_scene_path(run: RunDir) -> Path:

@@ -117,18 +117,32 @@ class StudentRenderer:
     @torch.no_grad()
     def render(self, origins: Tensor, dirs: Tensor) -> Tensor:
         """rays (N, 3) -> rgb (N, 3); leaves the student's density activation at ReLU."""
+        return self.render_with_stats(origins, dirs)[0]
+
+    @torch.no_grad()
+    def render_with_stats(
+        self, origins: Tensor, dirs: Tensor, ert_threshold: float = 0.01, skip_empty: bool = True,
+        samples_per_pass: int = 8,
+    ) -> tuple[Tensor, int | None]:  # fmt: skip
+        """rays (N, 3) -> rgb (N, 3) and the number of samples evaluated (None when the
+        dense fallback renders). ``ert_threshold`` (0 disables early termination),
+        ``skip_empty`` (empty-space skipping with the occupancy grid) and ``samples_per_pass``
+        are the fast renderer's."""
         self.student.density_activation = "relu"
-        out = []
+        out, evaluated = [], 0
         for i in range(0, origins.shape[0], self.chunk_rays):
             o, d = origins[i : i + self.chunk_rays], dirs[i : i + self.chunk_rays]
             near, far = self.segments(o, d)
             if render_fast is not None:
                 res = render_fast(self.student, self.occupancy, o, d, near, far, self.num_samples, self.background,
-                                  use_occupancy=self.occupancy is not None)  # fmt: skip
+                                  ert_threshold=ert_threshold, samples_per_pass=samples_per_pass,
+                                  use_occupancy=skip_empty and self.occupancy is not None)  # fmt: skip
+                evaluated += res.samples_evaluated
             else:
                 res = render_dense(self.student, o, d, near, far, self.num_samples, self.background, sample_mask=self.mask)
             out.append(res.rgb)
-        return torch.cat(out) if out else origins.new_zeros(0, 3)
+        rgb = torch.cat(out) if out else origins.new_zeros(0, 3)
+        return rgb, evaluated if render_fast is not None else None
 
 
 def view_dependent_l2(student: MultiNetField) -> Tensor:

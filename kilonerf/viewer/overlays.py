@@ -1,0 +1,82 @@
+"""Line overlays drawn over the render: training cameras, the scene box, the network grid."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import viser
+
+from kilonerf.data.scene import Scene
+from kilonerf.viewer.camera import training_cameras
+
+
+def box_edges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(12, 2, 3) segments: the edges of the axis-aligned box [lo, hi]."""
+    corners = np.array([[hi[i] if (c >> i) & 1 else lo[i] for i in range(3)] for c in range(8)])
+    # Two corners share an edge when their bit patterns differ in exactly one axis.
+    pairs = [(a, b) for a, b in itertools.combinations(range(8), 2) if bin(a ^ b).count("1") == 1]
+    return np.stack([corners[[a, b]] for a, b in pairs])
+
+
+def grid_lines(lo: np.ndarray, hi: np.ndarray, res: tuple[int, int, int]) -> np.ndarray:
+    """(M, 2, 3) segments: the cell edges of a ``res`` grid over [lo, hi] that lie on the
+    box's faces, each spanning the box (the interior lattice would hide the render)."""
+    ticks = [np.linspace(lo[i], hi[i], res[i] + 1) for i in range(3)]
+    segs = []
+    for axis in range(3):
+        u, v = [a for a in range(3) if a != axis]
+        for i, j in itertools.product(range(res[u] + 1), range(res[v] + 1)):
+            if i not in (0, res[u]) and j not in (0, res[v]):
+                continue
+            a, b = ticks[u][i], ticks[v][j]
+            p0, p1 = np.empty(3), np.empty(3)
+            p0[u] = p1[u] = a
+            p0[v] = p1[v] = b
+            p0[axis], p1[axis] = lo[axis], hi[axis]
+            segs.append((p0, p1))
+    return np.asarray(segs)
+
+
+@dataclass
+class Overlays:
+    """One tab's overlay scene nodes, each shown or hidden on its own."""
+
+    cameras: list[viser.CameraFrustumHandle]
+    box: viser.LineSegmentsHandle
+    grid: viser.LineSegmentsHandle | None
+
+    def show(self, cameras: bool, box: bool, grid: bool) -> None:
+        for frustum in self.cameras:
+            frustum.visible = cameras
+        self.box.visible = box
+        if self.grid is not None:
+            self.grid.visible = grid
+
+
+def add_overlays(
+    scene_api: viser.SceneApi, scene: Scene, network_bbox: np.ndarray | None, network_res: tuple[int, int, int] | None,
+    cameras: bool, box: bool, grid: bool,
+) -> Overlays:  # fmt: skip
+    """Add the overlays of ``scene`` (and the student's network grid, when given) to a tab."""
+    extent = float(np.max(scene.bbox[1] - scene.bbox[0]))
+    # Thickness in screen pixels: world-sized lines would swamp the view near the camera.
+    line = {"thickness": 1.5, "thickness_units": "screen"}
+    frustums = [
+        scene_api.add_camera_frustum(
+            f"/training_cameras/{i:04d}", fov=cam.fov_y, aspect=cam.aspect, scale=0.04 * extent,
+            color=(40, 90, 200), wxyz=cam.wxyz, position=cam.position, visible=cameras, **line,
+        )
+        for i, cam in enumerate(training_cameras(scene))
+    ]  # fmt: skip
+    box_node = scene_api.add_line_segments(
+        "/scene_box", box_edges(scene.bbox[0], scene.bbox[1]), colors=(220, 60, 40), visible=box, **line
+    )
+    grid_node = None
+    if network_bbox is not None and network_res is not None:
+        grid_node = scene_api.add_line_segments(
+            "/network_grid", grid_lines(network_bbox[0], network_bbox[1], network_res), colors=(60, 160, 60),
+            visible=grid, thickness=1.0, thickness_units="screen",
+        )  # fmt: skip
+    return Overlays(cameras=frustums, box=box_node, grid=grid_node)
