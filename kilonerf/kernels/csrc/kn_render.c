@@ -1,0 +1,261 @@
+/* The fast renderer's march, evaluation and compositing, fused per tile of rays.
+ *
+ * Same semantics as the torch loop in kilonerf/render/fast.py: sample k of a ray sits at
+ * t = near + k * step; a sample is a candidate if its point lies in an occupied voxel (and
+ * inside the network grid); every pass, each active ray takes its next `samples_per_pass`
+ * candidates, they are evaluated grouped by network and composited front to back; a ray leaves
+ * once its transmittance is <= ert_threshold or its candidates run out.
+ *
+ * Compiled with -ffp-contract=off: positions must round exactly as the torch code's separate
+ * multiply and add do, so that both renderers pick the same samples.
+ *
+ * Tiles of consecutive rays (image rows) are independent: each OpenMP thread takes whole
+ * tiles, so there is no synchronisation inside a pass, and consecutive rays hit few networks,
+ * which keeps the per-network sample runs long.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kn.h"
+
+typedef struct {
+    const float *w[5];
+    const float *b[5];
+    int64_t num_nets;
+    float grid_min[3], grid_max[3];
+    int32_t grid_res[3];
+    const uint8_t *occ_bits; /* NULL: no occupancy grid (only the network grid's box counts) */
+    float occ_min[3], occ_max[3];
+    int32_t occ_res[3];
+    int32_t occ_same_box; /* occupancy box == network grid box: the grid test is implied */
+    int64_t n_rays;
+    const float *origins, *dirs, *near, *step; /* (N, 3), (N, 3), (N,), (N,) */
+    const int64_t *k_lo, *k_count;             /* per ray: first sample index and how many */
+    float ert_threshold;
+    int32_t samples_per_pass;
+    int32_t leaky_density; /* 0: ReLU, 1: LeakyReLU(0.01) */
+    int32_t count_candidates;
+    int32_t tile_rays;
+    int32_t nthreads;
+    float *rgb, *depth, *acc; /* (N, 3), (N,), (N,) outputs, background not added */
+    int64_t evaluated, candidates, passes;
+} kn_render_args;
+
+/* Flat cell index of p in a box split into res cells, -1 outside the closed box (max faces
+ * belong to the last cell); u receives the continuous cell coordinates. The same arithmetic
+ * as NetworkGrid.locate / OccupancyGrid.voxel_index. */
+static inline int64_t cell_of(const float p[3], const float lo[3], const float hi[3], const int32_t res[3],
+                              float u[3], int64_t c[3]) {
+    int inside = 1;
+    for (int a = 0; a < 3; a++) {
+        inside &= (p[a] >= lo[a]) & (p[a] <= hi[a]);
+        float ext = hi[a] - lo[a];
+        u[a] = (p[a] - lo[a]) / ext * (float)res[a];
+        int64_t ci = (int64_t)floorf(u[a]);
+        if (ci < 0) ci = 0;
+        if (ci > res[a] - 1) ci = res[a] - 1;
+        c[a] = ci;
+    }
+    if (!inside) return -1;
+    return (c[0] * res[1] + c[1]) * res[2] + c[2];
+}
+
+static inline void sample_point(const kn_render_args *A, int64_t r, int64_t k, float *t, float p[3]) {
+    float kf = (float)k;
+    float prod = kf * A->step[r];
+    *t = A->near[r] + prod;
+    for (int a = 0; a < 3; a++) {
+        float m = *t * A->dirs[3 * r + a];
+        p[a] = A->origins[3 * r + a] + m;
+    }
+}
+
+static inline int is_candidate(const kn_render_args *A, const float p[3]) {
+    float u[3];
+    int64_t c[3];
+    if (A->occ_bits != NULL) {
+        int64_t v = cell_of(p, A->occ_min, A->occ_max, A->occ_res, u, c);
+        if (v < 0 || !((A->occ_bits[v >> 3] >> (7 - (v & 7))) & 1)) return 0;
+        if (A->occ_same_box) return 1;
+    }
+    for (int a = 0; a < 3; a++)
+        if (!(p[a] >= A->grid_min[a] && p[a] <= A->grid_max[a])) return 0;
+    return 1;
+}
+
+/* First candidate index >= k of ray r (k_end if none). */
+static inline int64_t next_candidate(const kn_render_args *A, int64_t r, int64_t k, int64_t k_end) {
+    float t, p[3];
+    for (; k < k_end; k++) {
+        sample_point(A, r, k, &t, p);
+        if (is_candidate(A, p)) return k;
+    }
+    return k_end;
+}
+
+typedef struct {
+    int64_t *kpos, *kend;
+    float *trans, *rgb, *depth, *acc;
+    int32_t *act, *slot0, *cnt;
+    int32_t *s_net, *order, *net_start;
+    float *s_local, *s_dir, *s_t, *s_sigma, *s_rgb;
+} tile_buf;
+
+static int tile_alloc(tile_buf *B, int64_t rays, int64_t slots, int64_t nets) {
+    memset(B, 0, sizeof(*B));
+    B->kpos = malloc(rays * sizeof(int64_t));
+    B->kend = malloc(rays * sizeof(int64_t));
+    B->trans = malloc(rays * sizeof(float));
+    B->rgb = malloc(rays * 3 * sizeof(float));
+    B->depth = malloc(rays * sizeof(float));
+    B->acc = malloc(rays * sizeof(float));
+    B->act = malloc(rays * sizeof(int32_t));
+    B->slot0 = malloc(rays * sizeof(int32_t));
+    B->cnt = malloc(rays * sizeof(int32_t));
+    B->s_net = malloc(slots * sizeof(int32_t));
+    B->order = malloc(slots * sizeof(int32_t));
+    B->net_start = malloc((nets + 1) * sizeof(int32_t));
+    B->s_local = malloc(slots * 3 * sizeof(float));
+    B->s_dir = malloc(slots * 3 * sizeof(float));
+    B->s_t = malloc(slots * sizeof(float));
+    B->s_sigma = malloc(slots * sizeof(float));
+    B->s_rgb = malloc(slots * 3 * sizeof(float));
+    return B->kpos && B->kend && B->trans && B->rgb && B->depth && B->acc && B->act && B->slot0 && B->cnt &&
+           B->s_net && B->order && B->net_start && B->s_local && B->s_dir && B->s_t && B->s_sigma && B->s_rgb;
+}
+
+static void tile_free(tile_buf *B) {
+    void *ptrs[] = {B->kpos,  B->kend,      B->trans,   B->rgb,   B->depth, B->acc,     B->act,     B->slot0, B->cnt,
+                    B->s_net, B->order,     B->net_start, B->s_local, B->s_dir, B->s_t, B->s_sigma, B->s_rgb};
+    for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) free(ptrs[i]);
+}
+
+/* Render rays [r0, r1); returns evaluated samples, adds to *cand and *passes. */
+static int64_t render_tile(const kn_render_args *A, const kn_params *P, tile_buf *B, int64_t r0, int64_t r1,
+                           int64_t *cand, int64_t *passes) {
+    const int64_t nr = r1 - r0;
+    const int spp = A->samples_per_pass;
+    int64_t nact = 0, evaluated = 0;
+    for (int64_t i = 0; i < nr; i++) {
+        int64_t r = r0 + i;
+        B->kend[i] = A->k_lo[r] + A->k_count[r];
+        B->kpos[i] = next_candidate(A, r, A->k_lo[r], B->kend[i]);
+        B->trans[i] = 1.0f;
+        B->rgb[3 * i] = B->rgb[3 * i + 1] = B->rgb[3 * i + 2] = 0.0f;
+        B->depth[i] = B->acc[i] = 0.0f;
+        if (B->kpos[i] < B->kend[i]) B->act[nact++] = (int32_t)i;
+    }
+    while (nact > 0) {
+        (*passes)++;
+        /* March: each active ray's next candidates into consecutive slots. */
+        int32_t S = 0;
+        memset(B->net_start, 0, (A->num_nets + 1) * sizeof(int32_t));
+        for (int64_t a = 0; a < nact; a++) {
+            int64_t i = B->act[a], r = r0 + i;
+            B->slot0[a] = S;
+            int j = 0;
+            while (j < spp && B->kpos[i] < B->kend[i]) {
+                float t, p[3], u[3];
+                int64_t c[3];
+                sample_point(A, r, B->kpos[i], &t, p);
+                int64_t net = cell_of(p, A->grid_min, A->grid_max, A->grid_res, u, c);
+                for (int d = 0; d < 3; d++) {
+                    float l = (u[d] - (float)c[d]) * 2.0f - 1.0f;
+                    B->s_local[3 * S + d] = l < -1.0f ? -1.0f : (l > 1.0f ? 1.0f : l);
+                    B->s_dir[3 * S + d] = A->dirs[3 * r + d];
+                }
+                B->s_net[S] = (int32_t)net;
+                B->s_t[S] = t;
+                B->net_start[net + 1]++;
+                S++;
+                j++;
+                B->kpos[i] = next_candidate(A, r, B->kpos[i] + 1, B->kend[i]);
+            }
+            B->cnt[a] = j;
+        }
+        evaluated += S;
+        /* Group the slots by network (counting sort) and evaluate them 16 at a time. */
+        for (int64_t k = 0; k < A->num_nets; k++) B->net_start[k + 1] += B->net_start[k];
+        for (int32_t s = 0; s < S; s++) B->order[B->net_start[B->s_net[s]]++] = s;
+        /* net_start[k] now holds the end of network k's run, i.e. the start of k + 1's. */
+        int32_t begin = 0;
+        for (int64_t k = 0; k < A->num_nets; k++) {
+            int32_t end = B->net_start[k];
+            for (int32_t s = begin; s < end; s += KN_LANES) {
+                int c = end - s < KN_LANES ? end - s : KN_LANES;
+                kn_block(P, k, B->order + s, c, B->s_local, B->s_dir, B->s_sigma, B->s_rgb);
+            }
+            begin = end;
+        }
+        /* Composite front to back (volume.composite's recurrence, including its 1e-10). */
+        int64_t keep = 0;
+        for (int64_t a = 0; a < nact; a++) {
+            int64_t i = B->act[a], r = r0 + i;
+            float T = B->trans[i], cr = 0.0f, cg = 0.0f, cb = 0.0f, dep = 0.0f, ac = 0.0f;
+            for (int32_t s = B->slot0[a]; s < B->slot0[a] + B->cnt[a]; s++) {
+                float raw = B->s_sigma[s];
+                float sig = raw > 0.0f ? raw : (A->leaky_density ? 0.01f * raw : 0.0f);
+                float alpha = 1.0f - expf(-(sig * A->step[r]));
+                float w = alpha * T;
+                cr += w * B->s_rgb[3 * s];
+                cg += w * B->s_rgb[3 * s + 1];
+                cb += w * B->s_rgb[3 * s + 2];
+                dep += w * B->s_t[s];
+                ac += w;
+                T = T * ((1.0f - alpha) + 1e-10f);
+            }
+            B->rgb[3 * i] += cr;
+            B->rgb[3 * i + 1] += cg;
+            B->rgb[3 * i + 2] += cb;
+            B->depth[i] += dep;
+            B->acc[i] += ac;
+            B->trans[i] = T;
+            if (B->kpos[i] < B->kend[i]) {
+                if (T > A->ert_threshold)
+                    B->act[keep++] = (int32_t)i;
+                else if (A->count_candidates)
+                    for (int64_t k = B->kpos[i]; k < B->kend[i]; k = next_candidate(A, r, k + 1, B->kend[i]))
+                        (*cand)++;
+            }
+        }
+        nact = keep;
+    }
+    for (int64_t i = 0; i < nr; i++) {
+        int64_t r = r0 + i;
+        for (int c = 0; c < 3; c++) A->rgb[3 * r + c] = B->rgb[3 * i + c];
+        A->depth[r] = B->depth[i];
+        A->acc[r] = B->acc[i];
+    }
+    *cand += evaluated;
+    return evaluated;
+}
+
+int kn_render(kn_render_args *A) {
+    kn_params P;
+    for (int i = 0; i < 5; i++) {
+        P.w[i] = A->w[i];
+        P.b[i] = A->b[i];
+    }
+    const int64_t tile = A->tile_rays > 0 ? A->tile_rays : 4096;
+    const int64_t ntiles = (A->n_rays + tile - 1) / tile;
+    int64_t evaluated = 0, cand = 0, passes = 0;
+    int failed = 0;
+#pragma omp parallel num_threads(A->nthreads) reduction(+ : evaluated, cand, passes) reduction(| : failed)
+    {
+        tile_buf B;
+        int ok = tile_alloc(&B, tile, tile * A->samples_per_pass, A->num_nets);
+        if (!ok) failed = 1;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < ntiles; t++) {
+            if (!ok) continue;
+            int64_t r0 = t * tile, r1 = r0 + tile < A->n_rays ? r0 + tile : A->n_rays;
+            evaluated += render_tile(A, &P, &B, r0, r1, &cand, &passes);
+        }
+        tile_free(&B);
+    }
+    A->evaluated = evaluated;
+    A->candidates = A->count_candidates ? cand : -1;
+    A->passes = passes;
+    return failed ? -2 : 0;
+}
