@@ -201,8 +201,9 @@ def test_native_tiles_pass_sizes_and_leaky_density(rays: tuple[torch.Tensor, tor
         ref = render_fast(leaky, occ, o, d, near, far, S, None, backend="torch_ref", samples_per_pass=per_pass)
         for tile in (1, 7, n):
             with torch.no_grad():
-                rgb, depth, acc, evaluated, _, _ = render_native(
+                res = render_native(
                     leaky, occ, cpu_backend, o, d, near, step, k_lo, count, 0.01, per_pass, False, tile  # type: ignore[arg-type]
                 )
-            assert evaluated == ref.samples_evaluated
-            assert float((rgb - ref.rgb).abs().max()) <= 2e-6 and float((acc - ref.acc).abs().max()) <= 2e-6
+            assert res.evaluated == ref.samples_evaluated
+            assert float((res.rgb - ref.rgb).abs().max()) <= 2e-6 and float((res.acc - ref.acc).abs().max()) <= 2e-6
+            assert res.seconds["mlp"] > 0.0 and min(res.seconds.values()) >= 0.0

@@ -48,7 +48,9 @@ class FastRenderOutput:
     samples_candidate: int
     """Samples that passed empty-space skipping (evaluated or not); -1 if not counted."""
     passes: int
-    """Evaluation passes, summed over ray chunks."""
+    """Evaluation passes, summed over ray chunks (tiles on the native path)."""
+    profile: dict[str, float] | None = None
+    """Native path only: thread-seconds per phase (march, sort, mlp, composite)."""
 
 
 @torch.no_grad()
@@ -100,14 +102,13 @@ def render_fast(
     if region is not None and n > 0 and native_applies(field, be, origins):
         step = (far_t - near_t) / max(num_samples - 1, 1)
         k_lo, count = _sample_range(region, origins, dirs, near_t, step, num_samples)
-        rgb, depth, acc, evaluated, candidates, passes = render_native(
+        res = render_native(
             field, occupancy if use_occupancy else None, be, origins, dirs, near_t, step, k_lo, count,  # type: ignore[arg-type]
             ert_threshold, samples_per_pass, count_candidates,
         )  # fmt: skip
-        if background is not None:
-            rgb = rgb + (1.0 - acc[:, None]) * background.to(rgb)
-        return FastRenderOutput(rgb=rgb, depth=depth, acc=acc, samples_evaluated=evaluated,
-                                samples_candidate=candidates, passes=passes)  # fmt: skip
+        rgb = res.rgb if background is None else res.rgb + (1.0 - res.acc[:, None]) * background.to(res.rgb)
+        return FastRenderOutput(rgb=rgb, depth=res.depth, acc=res.acc, samples_evaluated=res.evaluated,
+                                samples_candidate=res.candidates, passes=res.passes, profile=res.seconds)  # fmt: skip
     outs = []
     for lo in range(0, n, ray_chunk):
         sl = slice(lo, min(lo + ray_chunk, n))

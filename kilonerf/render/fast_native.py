@@ -10,6 +10,7 @@ the field is a float32 CPU field of the compiled architecture.
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -31,6 +32,7 @@ class _RenderArgs(ctypes.Structure):
         ("grid_min", _F3), ("grid_max", _F3), ("grid_res", _I3),
         ("occ_bits", ctypes.c_void_p), ("occ_min", _F3), ("occ_max", _F3), ("occ_res", _I3),
         ("occ_same_box", ctypes.c_int32),
+        ("coarse", ctypes.c_void_p), ("coarse_res", _I3), ("coarse_cell", _F3),
         ("n_rays", ctypes.c_int64),
         ("origins", ctypes.c_void_p), ("dirs", ctypes.c_void_p), ("near", ctypes.c_void_p), ("step", ctypes.c_void_p),
         ("k_lo", ctypes.c_void_p), ("k_count", ctypes.c_void_p),
@@ -39,7 +41,31 @@ class _RenderArgs(ctypes.Structure):
         ("tile_rays", ctypes.c_int32), ("nthreads", ctypes.c_int32),
         ("rgb", ctypes.c_void_p), ("depth", ctypes.c_void_p), ("acc", ctypes.c_void_p),
         ("evaluated", ctypes.c_int64), ("candidates", ctypes.c_int64), ("passes", ctypes.c_int64),
+        ("blocks", ctypes.c_int64), ("seconds", ctypes.c_double * 4),
     ]  # fmt: skip
+
+
+COARSE_FACTOR = 8
+"""Fine voxels per coarse skip cell per axis (as render_fast's candidate search)."""
+
+PHASES = ("march", "sort", "mlp", "composite")
+"""The renderer's phases, as timed in ``NativeResult.seconds``."""
+
+
+@dataclass
+class NativeResult:
+    rgb: Tensor
+    """(N, 3) without background."""
+    depth: Tensor
+    acc: Tensor
+    evaluated: int
+    candidates: int
+    """-1 unless counted."""
+    passes: int
+    blocks: int
+    """16-sample MLP blocks evaluated: evaluated / (16 blocks) is the lane utilisation."""
+    seconds: dict[str, float]
+    """Thread-seconds per phase (:data:`PHASES`), summed over the threads."""
 
 
 def native_applies(field: MultiNetField, backend: object, origins: Tensor) -> bool:
@@ -62,7 +88,7 @@ def render_native(
     field: MultiNetField, occupancy: OccupancyGrid | None, backend: CpuFusedBackend,
     origins: Tensor, dirs: Tensor, near: Tensor, step: Tensor, k_lo: Tensor, k_count: Tensor,
     ert_threshold: float, samples_per_pass: int, count_candidates: bool, tile_rays: int | None = None,
-) -> tuple[Tensor, Tensor, Tensor, int, int, int]:
+) -> NativeResult:
     """Render rays whose candidate sample range is already known.
 
     Args:
@@ -72,7 +98,7 @@ def render_native(
         count_candidates: also march terminated rays to the end to count their remaining
             candidates (else ``candidates`` is -1).
     Returns:
-        rgb (N, 3) without background, depth (N,), acc (N,), evaluated, candidates, passes.
+        :class:`NativeResult`.
     """
     prepared = native_params(field.params())
     assert prepared is not None, "render_native: check native_applies first"
@@ -94,7 +120,7 @@ def render_native(
         tile_rays=int(tile_rays or default_tile(n, threads)), nthreads=threads,
         rgb=rgb.data_ptr(), depth=depth.data_ptr(), acc=acc.data_ptr(),
     )  # fmt: skip
-    bits = None  # referenced until the call returns: the C code reads it
+    bits = coarse = None  # referenced until the call returns: the C code reads them
     if occupancy is not None:
         bits = occupancy.bits.cpu().contiguous()
         obox = occupancy.bbox.float()
@@ -102,7 +128,14 @@ def render_native(
         args.occ_min, args.occ_max = _F3(*obox[0].tolist()), _F3(*obox[1].tolist())
         args.occ_res = _I3(*occupancy.res)
         args.occ_same_box = int(torch.equal(obox, bbox))
+        coarse = occupancy.coarse_skip_grid(COARSE_FACTOR).to(device="cpu", dtype=torch.uint8).contiguous()
+        args.coarse = coarse.data_ptr()
+        args.coarse_res = _I3(*coarse.shape)
+        args.coarse_cell = _F3(*(occupancy.voxel_size.float() * COARSE_FACTOR).tolist())
     rc = backend.lib.kn_render(ctypes.byref(args))
     if rc != 0:
         raise MemoryError(f"native renderer: out of memory for tiles of {args.tile_rays} rays")
-    return rgb, depth, acc, int(args.evaluated), int(args.candidates), int(args.passes)
+    return NativeResult(
+        rgb=rgb, depth=depth, acc=acc, evaluated=int(args.evaluated), candidates=int(args.candidates),
+        passes=int(args.passes), blocks=int(args.blocks), seconds={name: float(args.seconds[i]) for i, name in enumerate(PHASES)},
+    )

@@ -14,6 +14,7 @@
  * which keeps the per-network sample runs long.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,11 @@ typedef struct {
     float occ_min[3], occ_max[3];
     int32_t occ_res[3];
     int32_t occ_same_box; /* occupancy box == network grid box: the grid test is implied */
+    /* Coarse skip grid (OccupancyGrid.coarse_skip_grid: one ring of cells around the box, True
+     * where an occupied voxel lies within one coarse cell); NULL: no coarse skipping. */
+    const uint8_t *coarse;
+    int32_t coarse_res[3];
+    float coarse_cell[3];
     int64_t n_rays;
     const float *origins, *dirs, *near, *step; /* (N, 3), (N, 3), (N,), (N,) */
     const int64_t *k_lo, *k_count;             /* per ray: first sample index and how many */
@@ -39,7 +45,8 @@ typedef struct {
     int32_t tile_rays;
     int32_t nthreads;
     float *rgb, *depth, *acc; /* (N, 3), (N,), (N,) outputs, background not added */
-    int64_t evaluated, candidates, passes;
+    int64_t evaluated, candidates, passes, blocks;
+    double seconds[4]; /* thread-seconds in march, sort, MLP evaluation, compositing */
 } kn_render_args;
 
 /* Flat cell index of p in a box split into res cells, -1 outside the closed box (max faces
@@ -61,6 +68,27 @@ static inline int64_t cell_of(const float p[3], const float lo[3], const float h
     return (c[0] * res[1] + c[1]) * res[2] + c[2];
 }
 
+/* cell_of's voxel index, without its divisions where they cannot matter: (p - lo) / ext * res
+ * is first estimated with a reciprocal (within a few ulps of the exact value), and only when
+ * that lands within ~8 ulps of a cell boundary is the exact expression evaluated. `inv` holds
+ * 1 / (hi - lo) per axis. */
+static inline int64_t voxel_of(const float p[3], const float lo[3], const float hi[3], const float inv[3],
+                               const int32_t res[3]) {
+    int64_t c[3];
+    for (int a = 0; a < 3; a++) {
+        if (!(p[a] >= lo[a] && p[a] <= hi[a])) return -1;
+        const float rf = (float)res[a], tol = rf * 1e-6f;
+        float u = (p[a] - lo[a]) * inv[a] * rf;
+        float f = floorf(u);
+        if (u - f <= tol || f + 1.0f - u <= tol) f = floorf((p[a] - lo[a]) / (hi[a] - lo[a]) * rf);
+        int64_t ci = (int64_t)f;
+        if (ci < 0) ci = 0;
+        if (ci > res[a] - 1) ci = res[a] - 1;
+        c[a] = ci;
+    }
+    return (c[0] * res[1] + c[1]) * res[2] + c[2];
+}
+
 static inline void sample_point(const kn_render_args *A, int64_t r, int64_t k, float *t, float p[3]) {
     float kf = (float)k;
     float prod = kf * A->step[r];
@@ -72,10 +100,10 @@ static inline void sample_point(const kn_render_args *A, int64_t r, int64_t k, f
 }
 
 static inline int is_candidate(const kn_render_args *A, const float p[3]) {
-    float u[3];
-    int64_t c[3];
     if (A->occ_bits != NULL) {
-        int64_t v = cell_of(p, A->occ_min, A->occ_max, A->occ_res, u, c);
+        float inv[3];
+        for (int a = 0; a < 3; a++) inv[a] = 1.0f / (A->occ_max[a] - A->occ_min[a]);
+        int64_t v = voxel_of(p, A->occ_min, A->occ_max, inv, A->occ_res);
         if (v < 0 || !((A->occ_bits[v >> 3] >> (7 - (v & 7))) & 1)) return 0;
         if (A->occ_same_box) return 1;
     }
@@ -84,17 +112,54 @@ static inline int is_candidate(const kn_render_args *A, const float p[3]) {
     return 1;
 }
 
-/* First candidate index >= k of ray r (k_end if none). */
-static inline int64_t next_candidate(const kn_render_args *A, int64_t r, int64_t k, int64_t k_end) {
+/* Per-ray coarse marching: sample k sits at coarse coordinates a + k b (ring included), and
+ * `run` consecutive samples span less than 0.9 of a coarse cell, so if sample k lies in a False
+ * coarse cell (or beyond the ring), samples k .. k + run - 1 are all empty (the same test as
+ * the torch renderer's, applied at every sample instead of at run starts). */
+typedef struct {
+    float a[3], b[3];
+    int64_t run;
+} coarse_ray;
+
+static inline void coarse_setup(const kn_render_args *A, int64_t r, coarse_ray *c) {
+    float cmin = A->coarse_cell[0];
+    for (int d = 0; d < 3; d++) {
+        const float o = A->origins[3 * r + d], dir = A->dirs[3 * r + d];
+        c->a[d] = (o + A->near[r] * dir - A->occ_min[d]) / A->coarse_cell[d] + 1.0f;
+        c->b[d] = A->step[r] * dir / A->coarse_cell[d];
+        if (A->coarse_cell[d] < cmin) cmin = A->coarse_cell[d];
+    }
+    c->run = A->step[r] > 0.0f ? (int64_t)(0.9f * cmin / A->step[r]) + 1 : 1;
+}
+
+static inline int coarse_empty(const kn_render_args *A, const coarse_ray *c, int64_t k) {
+    int64_t idx[3];
+    for (int d = 0; d < 3; d++) {
+        float u = c->a[d] + (float)k * c->b[d];
+        if (!(u >= 0.0f && u < (float)A->coarse_res[d])) return 1;
+        idx[d] = (int64_t)u;
+    }
+    return !A->coarse[(idx[0] * A->coarse_res[1] + idx[1]) * A->coarse_res[2] + idx[2]];
+}
+
+/* First candidate index >= k of ray r (k_end if none); c: the ray's coarse_setup. */
+static inline int64_t next_candidate(const kn_render_args *A, int64_t r, const coarse_ray *c, int64_t k,
+                                     int64_t k_end) {
     float t, p[3];
-    for (; k < k_end; k++) {
+    while (k < k_end) {
+        if (A->coarse != NULL && coarse_empty(A, c, k)) {
+            k += c->run;
+            continue;
+        }
         sample_point(A, r, k, &t, p);
         if (is_candidate(A, p)) return k;
+        k++;
     }
     return k_end;
 }
 
 typedef struct {
+    coarse_ray *coarse;
     int64_t *kpos, *kend;
     float *trans, *rgb, *depth, *acc;
     int32_t *act, *slot0, *cnt;
@@ -104,6 +169,7 @@ typedef struct {
 
 static int tile_alloc(tile_buf *B, int64_t rays, int64_t slots, int64_t nets) {
     memset(B, 0, sizeof(*B));
+    B->coarse = malloc(rays * sizeof(coarse_ray));
     B->kpos = malloc(rays * sizeof(int64_t));
     B->kend = malloc(rays * sizeof(int64_t));
     B->trans = malloc(rays * sizeof(float));
@@ -121,26 +187,29 @@ static int tile_alloc(tile_buf *B, int64_t rays, int64_t slots, int64_t nets) {
     B->s_t = malloc(slots * sizeof(float));
     B->s_sigma = malloc(slots * sizeof(float));
     B->s_rgb = malloc(slots * 3 * sizeof(float));
-    return B->kpos && B->kend && B->trans && B->rgb && B->depth && B->acc && B->act && B->slot0 && B->cnt &&
+    return B->coarse && B->kpos && B->kend && B->trans && B->rgb && B->depth && B->acc && B->act && B->slot0 && B->cnt &&
            B->s_net && B->order && B->net_start && B->s_local && B->s_dir && B->s_t && B->s_sigma && B->s_rgb;
 }
 
 static void tile_free(tile_buf *B) {
-    void *ptrs[] = {B->kpos,  B->kend,      B->trans,   B->rgb,   B->depth, B->acc,     B->act,     B->slot0, B->cnt,
+    void *ptrs[] = {B->coarse, B->kpos,  B->kend,      B->trans,   B->rgb,   B->depth, B->acc,     B->act,     B->slot0, B->cnt,
                     B->s_net, B->order,     B->net_start, B->s_local, B->s_dir, B->s_t, B->s_sigma, B->s_rgb};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) free(ptrs[i]);
 }
 
 /* Render rays [r0, r1); returns evaluated samples, adds to *cand and *passes. */
 static int64_t render_tile(const kn_render_args *A, const kn_params *P, tile_buf *B, int64_t r0, int64_t r1,
-                           int64_t *cand, int64_t *passes) {
+                           int64_t *cand, int64_t *passes, int64_t *blocks, double sec[4]) {
+    double clock = omp_get_wtime(), now;
+#define LAP(i) (now = omp_get_wtime(), sec[i] += now - clock, clock = now)
     const int64_t nr = r1 - r0;
     const int spp = A->samples_per_pass;
     int64_t nact = 0, evaluated = 0;
     for (int64_t i = 0; i < nr; i++) {
         int64_t r = r0 + i;
         B->kend[i] = A->k_lo[r] + A->k_count[r];
-        B->kpos[i] = next_candidate(A, r, A->k_lo[r], B->kend[i]);
+        if (A->coarse != NULL) coarse_setup(A, r, &B->coarse[i]);
+        B->kpos[i] = next_candidate(A, r, &B->coarse[i], A->k_lo[r], B->kend[i]);
         B->trans[i] = 1.0f;
         B->rgb[3 * i] = B->rgb[3 * i + 1] = B->rgb[3 * i + 2] = 0.0f;
         B->depth[i] = B->acc[i] = 0.0f;
@@ -170,24 +239,28 @@ static int64_t render_tile(const kn_render_args *A, const kn_params *P, tile_buf
                 B->net_start[net + 1]++;
                 S++;
                 j++;
-                B->kpos[i] = next_candidate(A, r, B->kpos[i] + 1, B->kend[i]);
+                B->kpos[i] = next_candidate(A, r, &B->coarse[i], B->kpos[i] + 1, B->kend[i]);
             }
             B->cnt[a] = j;
         }
         evaluated += S;
+        LAP(0);
         /* Group the slots by network (counting sort) and evaluate them 16 at a time. */
         for (int64_t k = 0; k < A->num_nets; k++) B->net_start[k + 1] += B->net_start[k];
         for (int32_t s = 0; s < S; s++) B->order[B->net_start[B->s_net[s]]++] = s;
         /* net_start[k] now holds the end of network k's run, i.e. the start of k + 1's. */
+        LAP(1);
         int32_t begin = 0;
         for (int64_t k = 0; k < A->num_nets; k++) {
             int32_t end = B->net_start[k];
             for (int32_t s = begin; s < end; s += KN_LANES) {
                 int c = end - s < KN_LANES ? end - s : KN_LANES;
                 kn_block(P, k, B->order + s, c, B->s_local, B->s_dir, B->s_sigma, B->s_rgb);
+                (*blocks)++;
             }
             begin = end;
         }
+        LAP(2);
         /* Composite front to back (volume.composite's recurrence, including its 1e-10). */
         int64_t keep = 0;
         for (int64_t a = 0; a < nact; a++) {
@@ -215,11 +288,12 @@ static int64_t render_tile(const kn_render_args *A, const kn_params *P, tile_buf
                 if (T > A->ert_threshold)
                     B->act[keep++] = (int32_t)i;
                 else if (A->count_candidates)
-                    for (int64_t k = B->kpos[i]; k < B->kend[i]; k = next_candidate(A, r, k + 1, B->kend[i]))
+                    for (int64_t k = B->kpos[i]; k < B->kend[i]; k = next_candidate(A, r, &B->coarse[i], k + 1, B->kend[i]))
                         (*cand)++;
             }
         }
         nact = keep;
+        LAP(3);
     }
     for (int64_t i = 0; i < nr; i++) {
         int64_t r = r0 + i;
@@ -228,7 +302,18 @@ static int64_t render_tile(const kn_render_args *A, const kn_params *P, tile_buf
         A->acc[r] = B->acc[i];
     }
     *cand += evaluated;
+    LAP(3);
+#undef LAP
     return evaluated;
+}
+
+typedef struct {
+    int64_t tile, work;
+} tile_work;
+
+static int heavier_first(const void *x, const void *y) {
+    const tile_work *a = x, *b = y;
+    return (a->work < b->work) - (a->work > b->work);
 }
 
 int kn_render(kn_render_args *A) {
@@ -239,23 +324,46 @@ int kn_render(kn_render_args *A) {
     }
     const int64_t tile = A->tile_rays > 0 ? A->tile_rays : 4096;
     const int64_t ntiles = (A->n_rays + tile - 1) / tile;
-    int64_t evaluated = 0, cand = 0, passes = 0;
+    int64_t evaluated = 0, cand = 0, passes = 0, blocks = 0;
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
     int failed = 0;
-#pragma omp parallel num_threads(A->nthreads) reduction(+ : evaluated, cand, passes) reduction(| : failed)
+    /* Heaviest tiles first (work ~ samples in the rays' ranges), so that the dynamic schedule
+     * does not end with one thread on a heavy tile while the other idles. */
+    tile_work *order = malloc((size_t)(ntiles > 0 ? ntiles : 1) * sizeof(tile_work));
+    if (order == NULL) return -2;
+    for (int64_t t = 0; t < ntiles; t++) {
+        order[t].tile = t;
+        order[t].work = 0;
+        for (int64_t r = t * tile; r < (t + 1) * tile && r < A->n_rays; r++) order[t].work += A->k_count[r];
+    }
+    qsort(order, (size_t)ntiles, sizeof(tile_work), heavier_first);
+#pragma omp parallel num_threads(A->nthreads) reduction(+ : evaluated, cand, passes, blocks, s0, s1, s2, s3) reduction(| : failed)
     {
+        double sec[4] = {0.0, 0.0, 0.0, 0.0};
         tile_buf B;
         int ok = tile_alloc(&B, tile, tile * A->samples_per_pass, A->num_nets);
         if (!ok) failed = 1;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < ntiles; t++) {
+        for (int64_t j = 0; j < ntiles; j++) {
             if (!ok) continue;
+            int64_t t = order[j].tile;
             int64_t r0 = t * tile, r1 = r0 + tile < A->n_rays ? r0 + tile : A->n_rays;
-            evaluated += render_tile(A, &P, &B, r0, r1, &cand, &passes);
+            evaluated += render_tile(A, &P, &B, r0, r1, &cand, &passes, &blocks, sec);
         }
         tile_free(&B);
+        s0 += sec[0];
+        s1 += sec[1];
+        s2 += sec[2];
+        s3 += sec[3];
     }
+    free(order);
     A->evaluated = evaluated;
     A->candidates = A->count_candidates ? cand : -1;
     A->passes = passes;
+    A->blocks = blocks;
+    A->seconds[0] = s0;
+    A->seconds[1] = s1;
+    A->seconds[2] = s2;
+    A->seconds[3] = s3;
     return failed ? -2 : 0;
 }
