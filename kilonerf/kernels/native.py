@@ -28,9 +28,14 @@ from pathlib import Path
 from kilonerf.errors import KiloNerfError
 
 SRC_DIR = Path(__file__).resolve().parent / "csrc"
-SOURCES = {"kn_mlp.c": ["-ffp-contract=fast"], "kn_render.c": ["-ffp-contract=off"]}
-"""Per-file flags: the MLP wants FMAs; the renderer must not contract, so that sample
-positions are computed with exactly the arithmetic (and rounding) of the torch renderer."""
+SOURCES = [
+    ("kn_mlp.c", "kn_mlp16.o", ["-ffp-contract=fast", "-DKN_LANES=16"]),
+    ("kn_mlp.c", "kn_mlp8.o", ["-ffp-contract=fast", "-DKN_LANES=8"]),
+    ("kn_render.c", "kn_render.o", ["-ffp-contract=off"]),
+]
+"""(source, object, flags): the MLP wants FMAs and is built for 16- and 8-sample blocks; the
+renderer must not contract, so that sample positions are computed with exactly the
+arithmetic (and rounding) of the torch renderer."""
 COMMON_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=gnu11", "-fno-math-errno"]
 
 
@@ -65,7 +70,7 @@ def _cpu_flags() -> str:
 
 def _build_key(cc: str) -> str:
     h = hashlib.sha256()
-    for name in sorted([*SOURCES, "kn.h"]):
+    for name in sorted({src for src, _, _ in SOURCES} | {"kn.h"}):
         h.update(name.encode() + b"\0" + (SRC_DIR / name).read_bytes())
     h.update(repr((SOURCES, COMMON_FLAGS)).encode())
     try:
@@ -79,8 +84,8 @@ def _build_key(cc: str) -> str:
 def _compile(cc: str, out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="kilonerf-build-") as tmp:
         objs = []
-        for name, flags in SOURCES.items():
-            obj = Path(tmp) / (name + ".o")
+        for name, obj_name, flags in SOURCES:
+            obj = Path(tmp) / obj_name
             cmd = [cc, *COMMON_FLAGS, *flags, "-c", str(SRC_DIR / name), "-o", str(obj)]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             if proc.returncode != 0:

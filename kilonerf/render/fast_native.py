@@ -63,7 +63,7 @@ class NativeResult:
     """-1 unless counted."""
     passes: int
     blocks: int
-    """16-sample MLP blocks evaluated: evaluated / (16 blocks) is the lane utilisation."""
+    """16- or 8-sample MLP blocks evaluated (the last block of a run is 8 wide when it holds <= 8)."""
     seconds: dict[str, float]
     """Thread-seconds per phase (:data:`PHASES`), summed over the threads."""
 

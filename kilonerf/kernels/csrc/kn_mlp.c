@@ -1,4 +1,5 @@
-/* Tiny-MLP evaluation on blocks of 16 samples of one network, samples in vector lanes.
+/* Tiny-MLP evaluation on blocks of KN_LANES (16 or 8, one compilation each) samples of one
+ * network, samples in vector lanes.
  *
  * Why samples in lanes: every layer is then a sequence of "16 samples times one broadcast
  * weight" FMAs, so the odd widths of this architecture (63, 33, 59, 3) cost no padding, and
@@ -13,8 +14,15 @@
 
 #include "kn.h"
 
-typedef float vf __attribute__((vector_size(64)));
-typedef int32_t vi __attribute__((vector_size(64)));
+#ifndef KN_LANES
+#define KN_LANES 16
+#endif
+#define KN_CAT(a, b) a##b
+#define KN_XCAT(a, b) KN_CAT(a, b)
+#define kn_block KN_XCAT(kn_block, KN_LANES)
+
+typedef float vf __attribute__((vector_size(4 * KN_LANES)));
+typedef int32_t vi __attribute__((vector_size(4 * KN_LANES)));
 typedef float vf8 __attribute__((vector_size(32)));
 typedef double vd __attribute__((vector_size(64)));
 
@@ -91,7 +99,7 @@ AI void sincos_d(vd x, vd *s, vd *c) {
 static void encode(const float vin[3][KN_LANES], int nfreq, vf *out) {
     for (int d = 0; d < 3; d++) {
         memcpy(&out[d], vin[d], sizeof(vf));
-        for (int half = 0; half < 2; half++) {
+        for (int half = 0; half < KN_LANES / 8; half++) {
             vf8 xf;
             memcpy(&xf, vin[d] + 8 * half, sizeof(xf));
             vd s, c;
@@ -171,6 +179,7 @@ void kn_block(const kn_params *p, int64_t net, const int32_t *idx, int count, co
         for (int c = 0; c < 3; c++) out_rgb[3 * (int64_t)idx[i] + c] = rgb[c][i];
 }
 
+#if KN_LANES == 16
 /* Work item of kn_eval: `count` samples of network `net` starting at `start` in sorted order. */
 typedef struct {
     int64_t net, start, count;
@@ -229,10 +238,7 @@ int kn_eval(const float *const *w, const float *const *b, int64_t num_nets, cons
         }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
     for (int64_t t = 0; t < m; t++) {
-        for (int64_t s = 0; s < item[t].count; s += KN_LANES) {
-            int64_t c = item[t].count - s < KN_LANES ? item[t].count - s : KN_LANES;
-            kn_block(&p, item[t].net, order + item[t].start + s, (int)c, pos, dir, sigma, rgb);
-        }
+        kn_run(&p, item[t].net, order + item[t].start, item[t].count, pos, dir, sigma, rgb);
     }
     free(start);
     free(order);
@@ -240,3 +246,4 @@ int kn_eval(const float *const *w, const float *const *b, int64_t num_nets, cons
     free(item);
     return 0;
 }
+#endif

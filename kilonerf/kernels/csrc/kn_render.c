@@ -253,11 +253,8 @@ static int64_t render_tile(const kn_render_args *A, const kn_params *P, tile_buf
         int32_t begin = 0;
         for (int64_t k = 0; k < A->num_nets; k++) {
             int32_t end = B->net_start[k];
-            for (int32_t s = begin; s < end; s += KN_LANES) {
-                int c = end - s < KN_LANES ? end - s : KN_LANES;
-                kn_block(P, k, B->order + s, c, B->s_local, B->s_dir, B->s_sigma, B->s_rgb);
-                (*blocks)++;
-            }
+            if (end > begin)
+                *blocks += kn_run(P, k, B->order + begin, end - begin, B->s_local, B->s_dir, B->s_sigma, B->s_rgb);
             begin = end;
         }
         LAP(2);
