@@ -68,27 +68,6 @@ static inline int64_t cell_of(const float p[3], const float lo[3], const float h
     return (c[0] * res[1] + c[1]) * res[2] + c[2];
 }
 
-/* cell_of's voxel index, without its divisions where they cannot matter: (p - lo) / ext * res
- * is first estimated with a reciprocal (within a few ulps of the exact value), and only when
- * that lands within ~8 ulps of a cell boundary is the exact expression evaluated. `inv` holds
- * 1 / (hi - lo) per axis. */
-static inline int64_t voxel_of(const float p[3], const float lo[3], const float hi[3], const float inv[3],
-                               const int32_t res[3]) {
-    int64_t c[3];
-    for (int a = 0; a < 3; a++) {
-        if (!(p[a] >= lo[a] && p[a] <= hi[a])) return -1;
-        const float rf = (float)res[a], tol = rf * 1e-6f;
-        float u = (p[a] - lo[a]) * inv[a] * rf;
-        float f = floorf(u);
-        if (u - f <= tol || f + 1.0f - u <= tol) f = floorf((p[a] - lo[a]) / (hi[a] - lo[a]) * rf);
-        int64_t ci = (int64_t)f;
-        if (ci < 0) ci = 0;
-        if (ci > res[a] - 1) ci = res[a] - 1;
-        c[a] = ci;
-    }
-    return (c[0] * res[1] + c[1]) * res[2] + c[2];
-}
-
 static inline void sample_point(const kn_render_args *A, int64_t r, int64_t k, float *t, float p[3]) {
     float kf = (float)k;
     float prod = kf * A->step[r];
@@ -99,17 +78,59 @@ static inline void sample_point(const kn_render_args *A, int64_t r, int64_t k, f
     }
 }
 
-static inline int is_candidate(const kn_render_args *A, const float p[3]) {
-    if (A->occ_bits != NULL) {
-        float inv[3];
-        for (int a = 0; a < 3; a++) inv[a] = 1.0f / (A->occ_max[a] - A->occ_min[a]);
-        int64_t v = voxel_of(p, A->occ_min, A->occ_max, inv, A->occ_res);
-        if (v < 0 || !((A->occ_bits[v >> 3] >> (7 - (v & 7))) & 1)) return 0;
-        if (A->occ_same_box) return 1;
+typedef float vf __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+#define VL 16
+
+static inline vf vsel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
+
+/* Bit i set: sample k0 + i of ray r is a candidate (k0 + i < k_end). The 16 samples are
+ * computed in vector lanes with exactly the torch renderer's arithmetic (IEEE multiply, add
+ * and divide, no contraction; truncation equals floor since inside points have u >= 0). */
+static inline uint32_t candidate_mask(const kn_render_args *A, int64_t r, int64_t k0, int64_t k_end) {
+    const vi iota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const vf kf = __builtin_convertvector((vi){0} + (int32_t)k0 + iota, vf);
+    const vf prod = kf * A->step[r];
+    const vf t = A->near[r] + prod;
+    vf p[3];
+    for (int a = 0; a < 3; a++) {
+        const vf m = t * A->dirs[3 * r + a];
+        p[a] = A->origins[3 * r + a] + m;
     }
-    for (int a = 0; a < 3; a++)
-        if (!(p[a] >= A->grid_min[a] && p[a] <= A->grid_max[a])) return 0;
-    return 1;
+    vi ok = (vi){0} - 1;
+    uint32_t mask = 0;
+    if (A->occ_bits != NULL) {
+        vi flat = (vi){0};
+        for (int a = 0; a < 3; a++) {
+            const float lo = A->occ_min[a], hi = A->occ_max[a], top = (float)(A->occ_res[a] - 1);
+            ok &= (p[a] >= lo) & (p[a] <= hi);
+            vf u = (p[a] - lo) / (hi - lo) * (float)A->occ_res[a];
+            u = vsel(u > 0.0f, u, (vf){0});
+            u = vsel(u < top, u, (vf){0} + top);
+            flat = flat * A->occ_res[a] + __builtin_convertvector(u, vi);
+        }
+        int32_t fl[VL] __attribute__((aligned(64))), okl[VL] __attribute__((aligned(64)));
+        memcpy(fl, &flat, sizeof(fl));
+        memcpy(okl, &ok, sizeof(okl));
+        for (int i = 0; i < VL; i++) {
+            const uint32_t bit = (A->occ_bits[fl[i] >> 3] >> (7 - (fl[i] & 7))) & 1u;
+            mask |= (bit & (uint32_t)okl[i]) << i;
+        }
+        if (!A->occ_same_box) {
+            vi in = (vi){0} - 1;
+            for (int a = 0; a < 3; a++) in &= (p[a] >= A->grid_min[a]) & (p[a] <= A->grid_max[a]);
+            int32_t inl[VL] __attribute__((aligned(64)));
+            memcpy(inl, &in, sizeof(inl));
+            for (int i = 0; i < VL; i++) mask &= ~((uint32_t)(inl[i] == 0) << i);
+        }
+    } else {
+        for (int a = 0; a < 3; a++) ok &= (p[a] >= A->grid_min[a]) & (p[a] <= A->grid_max[a]);
+        int32_t okl[VL] __attribute__((aligned(64)));
+        memcpy(okl, &ok, sizeof(okl));
+        for (int i = 0; i < VL; i++) mask |= ((uint32_t)okl[i] & 1u) << i;
+    }
+    const int64_t left = k_end - k0;
+    return left >= VL ? mask : mask & ((1u << left) - 1u);
 }
 
 /* Per-ray coarse marching: sample k sits at coarse coordinates a + k b (ring included), and
@@ -142,23 +163,48 @@ static inline int coarse_empty(const kn_render_args *A, const coarse_ray *c, int
     return !A->coarse[(idx[0] * A->coarse_res[1] + idx[1]) * A->coarse_res[2] + idx[2]];
 }
 
-/* First candidate index >= k of ray r (k_end if none); c: the ray's coarse_setup. */
-static inline int64_t next_candidate(const kn_render_args *A, int64_t r, const coarse_ray *c, int64_t k,
-                                     int64_t k_end) {
-    float t, p[3];
+/* Candidates of ray r in [k, k_end): the first `need` go to out[]; returns the next one (the
+ * look-ahead that tells whether the ray has more), or k_end if none. */
+static inline int64_t collect(const kn_render_args *A, int64_t r, const coarse_ray *c, int64_t k, int64_t k_end,
+                              int64_t *out, int need, int *got) {
+    int n = 0;
     while (k < k_end) {
         if (A->coarse != NULL && coarse_empty(A, c, k)) {
             k += c->run;
             continue;
         }
-        sample_point(A, r, k, &t, p);
-        if (is_candidate(A, p)) return k;
-        k++;
+        uint32_t m = candidate_mask(A, r, k, k_end);
+        while (m) {
+            const int i = __builtin_ctz(m);
+            m &= m - 1u;
+            if (n == need) {
+                *got = n;
+                return k + i;
+            }
+            out[n++] = k + i;
+        }
+        k += VL;
     }
+    *got = n;
     return k_end;
 }
 
+/* Number of candidates of ray r in [k, k_end). */
+static inline int64_t count_all(const kn_render_args *A, int64_t r, const coarse_ray *c, int64_t k, int64_t k_end) {
+    int64_t n = 0;
+    while (k < k_end) {
+        if (A->coarse != NULL && coarse_empty(A, c, k)) {
+            k += c->run;
+            continue;
+        }
+        n += __builtin_popcount(candidate_mask(A, r, k, k_end));
+        k += VL;
+    }
+    return n;
+}
+
 typedef struct {
+    int64_t *ks; /* one ray's candidates of a pass */
     coarse_ray *coarse;
     int64_t *kpos, *kend;
     float *trans, *rgb, *depth, *acc;
@@ -170,6 +216,7 @@ typedef struct {
 static int tile_alloc(tile_buf *B, int64_t rays, int64_t slots, int64_t nets) {
     memset(B, 0, sizeof(*B));
     B->coarse = malloc(rays * sizeof(coarse_ray));
+    B->ks = malloc((size_t)(slots / (rays > 0 ? rays : 1) + 1) * sizeof(int64_t));
     B->kpos = malloc(rays * sizeof(int64_t));
     B->kend = malloc(rays * sizeof(int64_t));
     B->trans = malloc(rays * sizeof(float));
@@ -187,12 +234,12 @@ static int tile_alloc(tile_buf *B, int64_t rays, int64_t slots, int64_t nets) {
     B->s_t = malloc(slots * sizeof(float));
     B->s_sigma = malloc(slots * sizeof(float));
     B->s_rgb = malloc(slots * 3 * sizeof(float));
-    return B->coarse && B->kpos && B->kend && B->trans && B->rgb && B->depth && B->acc && B->act && B->slot0 && B->cnt &&
+    return B->ks && B->coarse && B->kpos && B->kend && B->trans && B->rgb && B->depth && B->acc && B->act && B->slot0 && B->cnt &&
            B->s_net && B->order && B->net_start && B->s_local && B->s_dir && B->s_t && B->s_sigma && B->s_rgb;
 }
 
 static void tile_free(tile_buf *B) {
-    void *ptrs[] = {B->coarse, B->kpos,  B->kend,      B->trans,   B->rgb,   B->depth, B->acc,     B->act,     B->slot0, B->cnt,
+    void *ptrs[] = {B->ks, B->coarse, B->kpos,  B->kend,      B->trans,   B->rgb,   B->depth, B->acc,     B->act,     B->slot0, B->cnt,
                     B->s_net, B->order,     B->net_start, B->s_local, B->s_dir, B->s_t, B->s_sigma, B->s_rgb};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) free(ptrs[i]);
 }
@@ -209,12 +256,14 @@ static int64_t render_tile(const kn_render_args *A, const kn_params *P, tile_buf
         int64_t r = r0 + i;
         B->kend[i] = A->k_lo[r] + A->k_count[r];
         if (A->coarse != NULL) coarse_setup(A, r, &B->coarse[i]);
-        B->kpos[i] = next_candidate(A, r, &B->coarse[i], A->k_lo[r], B->kend[i]);
+        int got;
+        B->kpos[i] = collect(A, r, &B->coarse[i], A->k_lo[r], B->kend[i], NULL, 0, &got);
         B->trans[i] = 1.0f;
         B->rgb[3 * i] = B->rgb[3 * i + 1] = B->rgb[3 * i + 2] = 0.0f;
         B->depth[i] = B->acc[i] = 0.0f;
         if (B->kpos[i] < B->kend[i]) B->act[nact++] = (int32_t)i;
     }
+    int64_t *ks = B->ks;
     while (nact > 0) {
         (*passes)++;
         /* March: each active ray's next candidates into consecutive slots. */
@@ -224,23 +273,22 @@ static int64_t render_tile(const kn_render_args *A, const kn_params *P, tile_buf
             int64_t i = B->act[a], r = r0 + i;
             B->slot0[a] = S;
             int j = 0;
-            while (j < spp && B->kpos[i] < B->kend[i]) {
+            B->kpos[i] = collect(A, r, &B->coarse[i], B->kpos[i], B->kend[i], ks, spp, &j);
+            for (int q = 0; q < j; q++) {
                 float t, p[3], u[3];
                 int64_t c[3];
-                sample_point(A, r, B->kpos[i], &t, p);
+                sample_point(A, r, ks[q], &t, p);
                 int64_t net = cell_of(p, A->grid_min, A->grid_max, A->grid_res, u, c);
                 for (int d = 0; d < 3; d++) {
                     float l = (u[d] - (float)c[d]) * 2.0f - 1.0f;
-                    B->s_local[3 * S + d] = l < -1.0f ? -1.0f : (l > 1.0f ? 1.0f : l);
-                    B->s_dir[3 * S + d] = A->dirs[3 * r + d];
+                    B->s_local[3 * (S + q) + d] = l < -1.0f ? -1.0f : (l > 1.0f ? 1.0f : l);
+                    B->s_dir[3 * (S + q) + d] = A->dirs[3 * r + d];
                 }
-                B->s_net[S] = (int32_t)net;
-                B->s_t[S] = t;
+                B->s_net[S + q] = (int32_t)net;
+                B->s_t[S + q] = t;
                 B->net_start[net + 1]++;
-                S++;
-                j++;
-                B->kpos[i] = next_candidate(A, r, &B->coarse[i], B->kpos[i] + 1, B->kend[i]);
             }
+            S += j;
             B->cnt[a] = j;
         }
         evaluated += S;
@@ -285,8 +333,7 @@ static int64_t render_tile(const kn_render_args *A, const kn_params *P, tile_buf
                 if (T > A->ert_threshold)
                     B->act[keep++] = (int32_t)i;
                 else if (A->count_candidates)
-                    for (int64_t k = B->kpos[i]; k < B->kend[i]; k = next_candidate(A, r, &B->coarse[i], k + 1, B->kend[i]))
-                        (*cand)++;
+                    *cand += count_all(A, r, &B->coarse[i], B->kpos[i], B->kend[i]);
             }
         }
         nact = keep;
