@@ -19,7 +19,7 @@ import ctypes
 import torch
 from torch import Tensor
 
-from kilonerf.kernels.base import GroupedBackend, MultiNetParams
+from kilonerf.kernels.base import DensityFirstBackend, MultiNetParams
 from kilonerf.kernels.native import load_library
 from kilonerf.kernels.torch_ref import TorchRefBackend
 
@@ -52,7 +52,7 @@ def native_params(params: MultiNetParams) -> tuple[tuple[Tensor, ...], tuple[Ten
     return w, b
 
 
-class CpuFusedBackend(GroupedBackend):
+class CpuFusedBackend(DensityFirstBackend):
     """Grouped evaluation by the compiled C kernels (see the module docstring)."""
 
     name = "cpu"
@@ -66,16 +66,6 @@ class CpuFusedBackend(GroupedBackend):
 
     def threads(self) -> int:
         return self.num_threads or torch.get_num_threads()
-
-    def evaluate(
-        self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        sigma, rgb = self._run(params, net_index, local_pos, dirs)
-        assert rgb is not None
-        return sigma, rgb
-
-    def density(self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor) -> Tensor:
-        return self._run(params, net_index, local_pos, None)[0]
 
     def _run(
         self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor | None
