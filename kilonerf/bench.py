@@ -120,6 +120,7 @@ def time_mlp(field: NeRFField, points: Tensor, dirs: Tensor, batch: int = 1 << 1
 def run_bench(
     run: RunDir, scene: Scene, resolution: int = 800, views: int = 2, device: torch.device | str = "cpu",
     nerf_rays: int = 128, ess_rays: int = 1024, backend: str | None = None, psnr_check: bool = True,
+    matmul_size: int = 2048,
 ) -> dict[str, Any]:
     """Measure the table (see the module docstring) and return it as the ``--json`` dict.
 
@@ -129,6 +130,7 @@ def run_bench(
         nerf_rays / ess_rays: rays per view timed for the NeRF / NeRF + ESS + ERT rows.
         backend: KiloNeRF's backend (default: :func:`default_render_backend`).
         psnr_check: also render the views at the scene's own size with the reference backend.
+        matmul_size: side of the square ``torch.mm`` that measures the machine's fp32 rate.
     Returns:
         ``rows`` (``name``, ``ms_per_frame``, ``samples_per_ray``, ``speedup``, ``note``),
         ``samples_per_s``, ``peak_fraction`` and the details printed by :func:`format_bench`.
@@ -150,7 +152,7 @@ def run_bench(
         return render_fast(student, occupancy, v.origins, v.dirs, near, far, NUM_SAMPLES, bg, backend=backend_,
                            count_candidates=False)  # fmt: skip
 
-    peak = matmul_flops(device=device)  # best of this and a second measurement after the renders
+    peak = matmul_flops(matmul_size, device=device)  # best of this and a second measurement after the renders
     # KiloNeRF: whole frames, after one warm-up (builds or loads the kernels, touches the weights).
     fast(View(frames[0].origins[:64], frames[0].dirs[:64], 8, 8), be)
     k_ms, k_samples, profile = [], 0, {}
@@ -210,7 +212,7 @@ def run_bench(
     for row in rows:
         row["speedup"] = rows[0]["ms_per_frame"] / row["ms_per_frame"]
 
-    peak = max(peak, matmul_flops(device=device))
+    peak = max(peak, matmul_flops(matmul_size, device=device))
     mlp_seconds = profile.get("mlp", 0.0) / threads  # thread-seconds -> seconds on all threads
     samples_per_s = k_samples / mlp_seconds if mlp_seconds > 0 else k_samples / wall
     result: dict[str, Any] = {
@@ -223,6 +225,7 @@ def run_bench(
         "machine": machine_name(device),
         "backend": be.name,
         "matmul_gflops": peak / 1e9,
+        "matmul_size": matmul_size,
         "flops_per_sample": {"kilonerf": tiny_mlp_flops(), "nerf": nerf_mlp_flops()},
         "samples_per_s_basis": "MLP phase of the native renderer" if profile else "whole render (no phase clocks)",
         "profile": {k: s / (wall * threads) for k, s in profile.items()},
@@ -278,7 +281,7 @@ def format_bench(result: dict[str, Any]) -> str:
     lines.append(
         f"backend {result['backend']}: {result['samples_per_s'] / 1e6:.2f} M samples/s "
         f"({result['flops_per_sample']['kilonerf']} FLOP each) = {result['peak_fraction'] * 100:.0f}% of the measured "
-        f"fp32 matrix-product rate ({result['matmul_gflops']:.0f} GFLOP/s, 2048^3 torch.mm); basis: {result['samples_per_s_basis']}"
+        f"fp32 matrix-product rate ({result['matmul_gflops']:.0f} GFLOP/s, {result['matmul_size']}^3 torch.mm); basis: {result['samples_per_s_basis']}"
     )
     if result["profile"]:
         split = ", ".join(f"{k} {v * 100:.0f}%" for k, v in result["profile"].items())

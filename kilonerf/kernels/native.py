@@ -113,7 +113,10 @@ def load_library() -> ctypes.CDLL:
     cc = _compiler()
     path = cache_dir() / f"kn-{_build_key(cc)}.so"
     if not path.is_file():
-        _compile(cc, path)
+        try:
+            _compile(cc, path)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise NativeUnavailable(f"cannot build the native kernels into {path.parent}: {exc}") from None
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as exc:
