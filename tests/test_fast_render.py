@@ -169,13 +169,23 @@ def test_native_matches_dense_with_occupancy(field: MultiNetField, rays: tuple[t
     assert out.samples_evaluated == out.samples_candidate == int(occ.lookup(pts).sum()) > 0
 
 
-@pytest.mark.parametrize("kind", ["none", "sphere", "sparse"])
+def _wider_occupancy() -> OccupancyGrid:
+    """Occupied ball on a box larger than the network grid's: the grid's own box test matters."""
+    box = BOX * 1.3
+    res = (26, 21, 16)
+    size = (box[1] - box[0]) / torch.tensor(res)
+    axes = [box[0, a] + (torch.arange(res[a]) + 0.5) * size[a] for a in range(3)]
+    centers = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+    return OccupancyGrid.from_dense(centers.norm(dim=-1) < 1.1, box)
+
+
+@pytest.mark.parametrize("kind", ["none", "sphere", "sparse", "wider"])
 @pytest.mark.parametrize("ert", [0.0, 0.01])
 def test_native_equals_torch_renderer(
     field: MultiNetField, rays: tuple[torch.Tensor, torch.Tensor], cpu_backend: object, kind: str, ert: float
 ) -> None:
     o, d = rays
-    occ = {"none": None, "sphere": _sphere_occupancy(), "sparse": _sparse_occupancy()}[kind]
+    occ = {"none": None, "sphere": _sphere_occupancy(), "sparse": _sparse_occupancy(), "wider": _wider_occupancy()}[kind]
     kw = dict(ert_threshold=ert, use_occupancy=occ is not None)
     ref = render_fast(field, occ, o, d, 0.5, 5.5, S, BG, backend="torch_ref", **kw)  # type: ignore[arg-type]
     out = render_fast(field, occ, o, d, 0.5, 5.5, S, BG, backend=cpu_backend, **kw)  # type: ignore[arg-type]
@@ -207,3 +217,8 @@ def test_native_tiles_pass_sizes_and_leaky_density(rays: tuple[torch.Tensor, tor
             assert res.evaluated == ref.samples_evaluated
             assert float((res.rgb - ref.rgb).abs().max()) <= 2e-6 and float((res.acc - ref.acc).abs().max()) <= 2e-6
             assert res.seconds["mlp"] > 0.0 and min(res.seconds.values()) >= 0.0
+
+
+def test_rejects_empty_passes(field: MultiNetField, rays: tuple[torch.Tensor, torch.Tensor]) -> None:
+    with pytest.raises(ValueError, match="samples_per_pass"):
+        render_fast(field, None, rays[0], rays[1], 0.5, 5.5, S, BG, use_occupancy=False, samples_per_pass=0)

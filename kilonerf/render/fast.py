@@ -97,6 +97,8 @@ def render_fast(
     far_t = torch.as_tensor(far, dtype=dtype, device=origins.device).expand(n).contiguous()
     if use_occupancy and occupancy is None:
         raise ValueError("render_fast: use_occupancy=True needs an occupancy grid")
+    if samples_per_pass < 1:
+        raise ValueError(f"render_fast: samples_per_pass must be >= 1, got {samples_per_pass}")
     region = _region(field, occupancy if use_occupancy else None)
     be = get_backend(backend or field.backend)
     if region is not None and n > 0 and native_applies(field, be, origins):
