@@ -49,45 +49,44 @@ typedef struct {
     double seconds[4]; /* thread-seconds in march, sort, MLP evaluation, compositing */
 } kn_render_args;
 
-/* Flat cell index of p in a box split into res cells, -1 outside the closed box (max faces
- * belong to the last cell); u receives the continuous cell coordinates. The same arithmetic
- * as NetworkGrid.locate / OccupancyGrid.voxel_index. */
-static inline int64_t cell_of(const float p[3], const float lo[3], const float hi[3], const int32_t res[3],
-                              float u[3], int64_t c[3]) {
-    int inside = 1;
-    for (int a = 0; a < 3; a++) {
-        inside &= (p[a] >= lo[a]) & (p[a] <= hi[a]);
-        float ext = hi[a] - lo[a];
-        u[a] = (p[a] - lo[a]) / ext * (float)res[a];
-        int64_t ci = (int64_t)floorf(u[a]);
-        if (ci < 0) ci = 0;
-        if (ci > res[a] - 1) ci = res[a] - 1;
-        c[a] = ci;
-    }
-    if (!inside) return -1;
-    return (c[0] * res[1] + c[1]) * res[2] + c[2];
-}
-
-static inline void sample_point(const kn_render_args *A, int64_t r, int64_t k, float *t, float p[3]) {
-    float kf = (float)k;
-    float prod = kf * A->step[r];
-    *t = A->near[r] + prod;
-    for (int a = 0; a < 3; a++) {
-        float m = *t * A->dirs[3 * r + a];
-        p[a] = A->origins[3 * r + a] + m;
-    }
-}
-
 typedef float vf __attribute__((vector_size(64)));
 typedef int32_t vi __attribute__((vector_size(64)));
 #define VL 16
 
 static inline vf vsel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
 
+/* Where the 16 samples of a candidate_mask call go: network, cell-local position, t. */
+typedef struct {
+    int32_t net[VL] __attribute__((aligned(64)));
+    float local[3][VL] __attribute__((aligned(64)));
+    float t[VL] __attribute__((aligned(64)));
+} lane_samples;
+
+/* NetworkGrid.locate for the 16 points (meaningful in the lanes inside the grid's box). */
+static inline void locate_lanes(const kn_render_args *A, const vf t, const vf p[3], lane_samples *L) {
+    vi net = (vi){0};
+    for (int a = 0; a < 3; a++) {
+        const float lo = A->grid_min[a], hi = A->grid_max[a], top = (float)(A->grid_res[a] - 1);
+        const vf u = (p[a] - lo) / (hi - lo) * (float)A->grid_res[a];
+        vf cu = vsel(u > 0.0f, u, (vf){0});
+        cu = vsel(cu < top, cu, (vf){0} + top);
+        const vi cell = __builtin_convertvector(cu, vi);
+        vf l = (u - __builtin_convertvector(cell, vf)) * 2.0f - 1.0f;
+        l = vsel(l > -1.0f, l, (vf){0} - 1.0f);
+        l = vsel(l < 1.0f, l, (vf){0} + 1.0f);
+        memcpy(L->local[a], &l, sizeof(l));
+        net = net * A->grid_res[a] + cell;
+    }
+    memcpy(L->net, &net, sizeof(net));
+    memcpy(L->t, &t, sizeof(t));
+}
+
 /* Bit i set: sample k0 + i of ray r is a candidate (k0 + i < k_end). The 16 samples are
  * computed in vector lanes with exactly the torch renderer's arithmetic (IEEE multiply, add
- * and divide, no contraction; truncation equals floor since inside points have u >= 0). */
-static inline uint32_t candidate_mask(const kn_render_args *A, int64_t r, int64_t k0, int64_t k_end) {
+ * and divide, no contraction; truncation equals floor since inside points have u >= 0).
+ * With L, the candidates' networks, local positions and t are stored there too. */
+static inline uint32_t candidate_mask(const kn_render_args *A, int64_t r, int64_t k0, int64_t k_end,
+                                      lane_samples *L) {
     const vi iota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     const vf kf = __builtin_convertvector((vi){0} + (int32_t)k0 + iota, vf);
     const vf prod = kf * A->step[r];
@@ -130,7 +129,9 @@ static inline uint32_t candidate_mask(const kn_render_args *A, int64_t r, int64_
         for (int i = 0; i < VL; i++) mask |= ((uint32_t)okl[i] & 1u) << i;
     }
     const int64_t left = k_end - k0;
-    return left >= VL ? mask : mask & ((1u << left) - 1u);
+    if (left < VL) mask &= (1u << left) - 1u;
+    if (mask != 0 && L != NULL) locate_lanes(A, t, p, L);
+    return mask;
 }
 
 /* Per-ray coarse marching: sample k sits at coarse coordinates a + k b (ring included), and
@@ -163,17 +164,19 @@ static inline int coarse_empty(const kn_render_args *A, const coarse_ray *c, int
     return !A->coarse[(idx[0] * A->coarse_res[1] + idx[1]) * A->coarse_res[2] + idx[2]];
 }
 
-/* Candidates of ray r in [k, k_end): the first `need` go to out[]; returns the next one (the
- * look-ahead that tells whether the ray has more), or k_end if none. */
+/* Candidates of ray r in [k, k_end): the first `need` are written as samples (network,
+ * local position, t) at o_net / o_local / o_t; returns the next one (the look-ahead that
+ * tells whether the ray has more), or k_end if none. */
 static inline int64_t collect(const kn_render_args *A, int64_t r, const coarse_ray *c, int64_t k, int64_t k_end,
-                              int64_t *out, int need, int *got) {
+                              int need, int32_t *o_net, float *o_local, float *o_t, int *got) {
     int n = 0;
+    lane_samples L;
     while (k < k_end) {
         if (A->coarse != NULL && coarse_empty(A, c, k)) {
             k += c->run;
             continue;
         }
-        uint32_t m = candidate_mask(A, r, k, k_end);
+        uint32_t m = candidate_mask(A, r, k, k_end, need > 0 ? &L : NULL);
         while (m) {
             const int i = __builtin_ctz(m);
             m &= m - 1u;
@@ -181,7 +184,10 @@ static inline int64_t collect(const kn_render_args *A, int64_t r, const coarse_r
                 *got = n;
                 return k + i;
             }
-            out[n++] = k + i;
+            o_net[n] = L.net[i];
+            for (int d = 0; d < 3; d++) o_local[3 * n + d] = L.local[d][i];
+            o_t[n] = L.t[i];
+            n++;
         }
         k += VL;
     }
@@ -197,14 +203,13 @@ static inline int64_t count_all(const kn_render_args *A, int64_t r, const coarse
             k += c->run;
             continue;
         }
-        n += __builtin_popcount(candidate_mask(A, r, k, k_end));
+        n += __builtin_popcount(candidate_mask(A, r, k, k_end, NULL));
         k += VL;
     }
     return n;
 }
 
 typedef struct {
-    int64_t *ks; /* one ray's candidates of a pass */
     coarse_ray *coarse;
     int64_t *kpos, *kend;
     float *trans, *rgb, *depth, *acc;
@@ -216,7 +221,6 @@ typedef struct {
 static int tile_alloc(tile_buf *B, int64_t rays, int64_t slots, int64_t nets) {
     memset(B, 0, sizeof(*B));
     B->coarse = malloc(rays * sizeof(coarse_ray));
-    B->ks = malloc((size_t)(slots / (rays > 0 ? rays : 1) + 1) * sizeof(int64_t));
     B->kpos = malloc(rays * sizeof(int64_t));
     B->kend = malloc(rays * sizeof(int64_t));
     B->trans = malloc(rays * sizeof(float));
@@ -234,12 +238,12 @@ static int tile_alloc(tile_buf *B, int64_t rays, int64_t slots, int64_t nets) {
     B->s_t = malloc(slots * sizeof(float));
     B->s_sigma = malloc(slots * sizeof(float));
     B->s_rgb = malloc(slots * 3 * sizeof(float));
-    return B->ks && B->coarse && B->kpos && B->kend && B->trans && B->rgb && B->depth && B->acc && B->act && B->slot0 && B->cnt &&
+    return B->coarse && B->kpos && B->kend && B->trans && B->rgb && B->depth && B->acc && B->act && B->slot0 && B->cnt &&
            B->s_net && B->order && B->net_start && B->s_local && B->s_dir && B->s_t && B->s_sigma && B->s_rgb;
 }
 
 static void tile_free(tile_buf *B) {
-    void *ptrs[] = {B->ks, B->coarse, B->kpos,  B->kend,      B->trans,   B->rgb,   B->depth, B->acc,     B->act,     B->slot0, B->cnt,
+    void *ptrs[] = {B->coarse, B->kpos,  B->kend,      B->trans,   B->rgb,   B->depth, B->acc,     B->act,     B->slot0, B->cnt,
                     B->s_net, B->order,     B->net_start, B->s_local, B->s_dir, B->s_t, B->s_sigma, B->s_rgb};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) free(ptrs[i]);
 }
@@ -257,13 +261,12 @@ static int64_t render_tile(const kn_render_args *A, const kn_params *P, tile_buf
         B->kend[i] = A->k_lo[r] + A->k_count[r];
         if (A->coarse != NULL) coarse_setup(A, r, &B->coarse[i]);
         int got;
-        B->kpos[i] = collect(A, r, &B->coarse[i], A->k_lo[r], B->kend[i], NULL, 0, &got);
+        B->kpos[i] = collect(A, r, &B->coarse[i], A->k_lo[r], B->kend[i], 0, NULL, NULL, NULL, &got);
         B->trans[i] = 1.0f;
         B->rgb[3 * i] = B->rgb[3 * i + 1] = B->rgb[3 * i + 2] = 0.0f;
         B->depth[i] = B->acc[i] = 0.0f;
         if (B->kpos[i] < B->kend[i]) B->act[nact++] = (int32_t)i;
     }
-    int64_t *ks = B->ks;
     while (nact > 0) {
         (*passes)++;
         /* March: each active ray's next candidates into consecutive slots. */
@@ -273,20 +276,11 @@ static int64_t render_tile(const kn_render_args *A, const kn_params *P, tile_buf
             int64_t i = B->act[a], r = r0 + i;
             B->slot0[a] = S;
             int j = 0;
-            B->kpos[i] = collect(A, r, &B->coarse[i], B->kpos[i], B->kend[i], ks, spp, &j);
-            for (int q = 0; q < j; q++) {
-                float t, p[3], u[3];
-                int64_t c[3];
-                sample_point(A, r, ks[q], &t, p);
-                int64_t net = cell_of(p, A->grid_min, A->grid_max, A->grid_res, u, c);
-                for (int d = 0; d < 3; d++) {
-                    float l = (u[d] - (float)c[d]) * 2.0f - 1.0f;
-                    B->s_local[3 * (S + q) + d] = l < -1.0f ? -1.0f : (l > 1.0f ? 1.0f : l);
-                    B->s_dir[3 * (S + q) + d] = A->dirs[3 * r + d];
-                }
-                B->s_net[S + q] = (int32_t)net;
-                B->s_t[S + q] = t;
-                B->net_start[net + 1]++;
+            B->kpos[i] = collect(A, r, &B->coarse[i], B->kpos[i], B->kend[i], spp, B->s_net + S, B->s_local + 3 * S,
+                                 B->s_t + S, &j);
+            for (int q = S; q < S + j; q++) {
+                for (int d = 0; d < 3; d++) B->s_dir[3 * q + d] = A->dirs[3 * r + d];
+                B->net_start[B->s_net[q] + 1]++;
             }
             S += j;
             B->cnt[a] = j;
