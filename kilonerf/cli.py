@@ -65,7 +65,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     scene = load_scene(args.data if args.data else run_scene_path(run))
     if args.split not in scene.splits:
         raise KiloNerfError(f"{scene.root}: no '{args.split}' split (has: {', '.join(scene.splits)})")
-    render = load_renderer(run, model, scene, device)
+    render = load_renderer(run, model, scene, device, backend=args.backend)
     out_dir = run.eval_dir(model, args.split)
     info = {"model": model, "data": str(Path(scene.root or "").resolve())}
     result = evaluate_split(render, scene, args.split, out_dir, device, max_views=args.max_views, info=info)
@@ -127,6 +127,27 @@ def _cmd_view(args: argparse.Namespace) -> int:
         print("kilonerf viewer: stopping", flush=True)
     finally:
         viewer.stop()
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from kilonerf.bench import format_bench, run_bench
+    from kilonerf.data.load import load_scene
+    from kilonerf.io import atomic_write_json
+    from kilonerf.models import run_scene_path
+    from kilonerf.train.run_dir import RunDir
+
+    run = RunDir(Path(args.run))
+    run.read_meta()
+    for name in ("resolution", "views", "nerf_rays", "ess_rays"):
+        if getattr(args, name) < 1:
+            raise KiloNerfError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    scene = load_scene(args.data if args.data else run_scene_path(run))
+    result = run_bench(run, scene, args.resolution, args.views, torch_device(args.device), nerf_rays=args.nerf_rays,
+                       ess_rays=args.ess_rays, backend=args.backend, psnr_check=not args.no_psnr)  # fmt: skip
+    print(format_bench(result))
+    if args.json:
+        atomic_write_json(args.json, result)
     return 0
 
 
@@ -237,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument("--json", help="also write the means and per-image values to this JSON file")
     p.add_argument("--max-views", type=int, help="evaluate only the first N views")
+    p.add_argument("--backend", choices=["cpu", "torch_ref"],
+                   help="tiny-MLP backend of the student (default: cpu, the compiled one, on the CPU)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.set_defaults(func=_cmd_eval)
 
@@ -292,6 +315,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="another folder holding the same scene")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.set_defaults(func=_cmd_view)
+
+    p = sub.add_parser(
+        "bench",
+        help="time NeRF, NeRF + skipping + early termination and KiloNeRF on this machine (the paper's table)",
+        description="Render the first views of the run's scene at one resolution with: the paper's NeRF MLP "
+        "(384 samples per ray, no skipping; an untrained one, timed on a subset of rays and scaled), the same MLP "
+        "with the run's occupancy grid and early ray termination, and the KiloNeRF student. Prints ms per frame, "
+        "samples per ray, speedup over NeRF, the backend's samples/s against the measured fp32 matrix-product rate, "
+        "the renderer's time split, and the PSNR of the fast backend against the reference one.",
+    )
+    p.add_argument("run", help="run directory with a fine-tuned student")
+    p.add_argument("--resolution", type=int, default=800, help="frame width in pixels (default 800)")
+    p.add_argument("--views", type=int, default=2, help="views of the test (else val) split (default 2)")
+    p.add_argument("--data", help="another folder holding the same scene")
+    p.add_argument("--json", help="also write rows, samples_per_s, peak_fraction and details to this JSON file")
+    p.add_argument("--backend", choices=["cpu", "torch_ref"], help="KiloNeRF's backend (default: cpu on the CPU)")
+    p.add_argument("--nerf-rays", type=int, default=128, help="rays per view timed for the NeRF row (default 128)")
+    p.add_argument("--ess-rays", type=int, default=1024,
+                   help="rays per view timed for the NeRF + ESS + ERT row (default 1024)")
+    p.add_argument("--no-psnr", action="store_true", help="skip the PSNR comparison with the reference backend")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -9,6 +9,7 @@ import torch
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.evaluation import RenderFn
+from kilonerf.kernels import available_backends
 from kilonerf.render.occupancy import OccupancyGrid
 from kilonerf.train.config import PipelineConfig
 from kilonerf.train.finetune import StudentRenderer
@@ -25,30 +26,37 @@ def default_model(run: RunDir) -> str:
 
 
 def load_renderer(
-    run: RunDir, model: str, scene: Scene, device: torch.device, num_samples: int = 384, chunk_rays: int = 1 << 14
+    run: RunDir, model: str, scene: Scene, device: torch.device, num_samples: int = 384, chunk_rays: int = 1 << 14,
+    backend: str | None = None,
 ) -> RenderFn:
     """A render function for ``model`` (``teacher`` or ``student``) of the run.
 
     The student renders with the fast renderer (empty-space skipping, early termination),
-    ``num_samples`` uniform steps from the scene's near to far as in the paper.
+    ``num_samples`` uniform steps from the scene's near to far as in the paper, its tiny MLPs
+    evaluated by ``backend`` (default: the compiled ``cpu`` backend on the CPU, see
+    :func:`kilonerf.kernels.default_render_backend`; ``torch_ref`` forces the reference).
     """
     cfg = PipelineConfig.from_dict(run.read_meta()["config"])
     if model == "teacher":
         trainer = load_teacher(run, scene, cfg.teacher, cfg.teacher_params, device)
         return trainer.render_rays
     if model == "student":
-        return load_student_renderer(run, scene, device, num_samples, chunk_rays).render
+        return load_student_renderer(run, scene, device, num_samples, chunk_rays, backend).render
     raise RunError(f"unknown model '{model}' (have: {', '.join(MODELS)})")
 
 
 def load_student_renderer(
-    run: RunDir, scene: Scene, device: torch.device, num_samples: int = 384, chunk_rays: int = 1 << 14
+    run: RunDir, scene: Scene, device: torch.device, num_samples: int = 384, chunk_rays: int = 1 << 14,
+    backend: str | None = None,
 ) -> StudentRenderer:
     """The fine-tuned student with its occupancy grid, as a :class:`StudentRenderer` (whose
-    ``render_with_stats`` exposes the fast renderer's thresholds and sample counts)."""
+    ``render_with_stats`` exposes the fast renderer's thresholds and sample counts).
+    ``backend``: grouped-evaluation backend (default: the fastest available on ``device``)."""
+    if backend is not None and backend not in available_backends():
+        raise RunError(f"unknown backend '{backend}' (have: {', '.join(available_backends())})")
     student = load_student(run.require(run.student_path, "fine-tuned student", "finetune"), device)
     occupancy = OccupancyGrid.load(run.require(run.occupancy_path, "occupancy grid", "occupancy")).to(device)
-    return StudentRenderer(student, occupancy, scene, num_samples, chunk_rays)
+    return StudentRenderer(student, occupancy, scene, num_samples, chunk_rays, backend)
 
 
 def run_scene_path(run: RunDir) -> Path:

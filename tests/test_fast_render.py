@@ -132,3 +132,93 @@ def test_empty_occupancy_and_missing_rays(field: MultiNetField, rays: tuple[torc
     dirs = torch.nn.functional.normalize(torch.tensor([[1.0, 0.2, 0.1]]), dim=-1).expand(4, 3)
     miss = render_fast(field, _sphere_occupancy(), away, dirs, 0.5, 5.5, S, None, use_occupancy=True)
     assert miss.samples_evaluated == 0 and float(miss.rgb.abs().max()) == 0.0
+
+
+# --- the native renderer (compiled `cpu` backend) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cpu_backend() -> object:
+    from kilonerf.kernels.cpu import CpuFusedBackend
+    from kilonerf.kernels.native import NativeUnavailable
+
+    try:
+        return CpuFusedBackend()
+    except NativeUnavailable as exc:
+        pytest.skip(f"native kernels unavailable: {exc}")
+
+
+def _same_render(a: object, b: object, tol: float = 2e-6) -> None:
+    assert float((a.rgb - b.rgb).abs().max()) <= tol  # type: ignore[attr-defined]
+    assert float((a.acc - b.acc).abs().max()) <= tol  # type: ignore[attr-defined]
+    assert float((a.depth - b.depth).abs().max()) <= 10 * tol  # type: ignore[attr-defined]
+    assert a.samples_evaluated == b.samples_evaluated  # type: ignore[attr-defined]
+
+
+def test_native_matches_dense_with_occupancy(field: MultiNetField, rays: tuple[torch.Tensor, torch.Tensor], cpu_backend: object) -> None:
+    o, d = rays
+    occ = _sparse_occupancy()
+    n = o.shape[0]
+    with torch.no_grad():
+        ref = render_dense(field, o, d, torch.full((n,), 0.5), torch.full((n,), 5.5), S, BG, sample_mask=occ.lookup)
+    out = render_fast(field, occ, o, d, 0.5, 5.5, S, BG, ert_threshold=0.0, backend=cpu_backend)  # type: ignore[arg-type]
+    assert float((out.rgb - ref.rgb).abs().max()) <= 1e-4
+    assert torch.allclose(out.depth, ref.depth, atol=1e-4)
+    t = 0.5 + torch.arange(S) * (5.0 / (S - 1))
+    pts = (o[:, None] + t[None, :, None] * d[:, None]).reshape(-1, 3)
+    assert out.samples_evaluated == out.samples_candidate == int(occ.lookup(pts).sum()) > 0
+
+
+def _wider_occupancy() -> OccupancyGrid:
+    """Occupied ball on a box larger than the network grid's: the grid's own box test matters."""
+    box = BOX * 1.3
+    res = (26, 21, 16)
+    size = (box[1] - box[0]) / torch.tensor(res)
+    axes = [box[0, a] + (torch.arange(res[a]) + 0.5) * size[a] for a in range(3)]
+    centers = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+    return OccupancyGrid.from_dense(centers.norm(dim=-1) < 1.1, box)
+
+
+@pytest.mark.parametrize("kind", ["none", "sphere", "sparse", "wider"])
+@pytest.mark.parametrize("ert", [0.0, 0.01])
+def test_native_equals_torch_renderer(
+    field: MultiNetField, rays: tuple[torch.Tensor, torch.Tensor], cpu_backend: object, kind: str, ert: float
+) -> None:
+    o, d = rays
+    occ = {"none": None, "sphere": _sphere_occupancy(), "sparse": _sparse_occupancy(), "wider": _wider_occupancy()}[kind]
+    kw = dict(ert_threshold=ert, use_occupancy=occ is not None)
+    ref = render_fast(field, occ, o, d, 0.5, 5.5, S, BG, backend="torch_ref", **kw)  # type: ignore[arg-type]
+    out = render_fast(field, occ, o, d, 0.5, 5.5, S, BG, backend=cpu_backend, **kw)  # type: ignore[arg-type]
+    _same_render(out, ref)
+    assert out.samples_candidate == ref.samples_candidate  # counted behind terminations too
+    quick = render_fast(field, occ, o, d, 0.5, 5.5, S, BG, backend=cpu_backend, count_candidates=False, **kw)  # type: ignore[arg-type]
+    assert quick.samples_candidate == -1 and torch.equal(quick.rgb, out.rgb)
+
+
+def test_native_tiles_pass_sizes_and_leaky_density(rays: tuple[torch.Tensor, torch.Tensor], cpu_backend: object) -> None:
+    from kilonerf.render.fast import _region, _sample_range
+    from kilonerf.render.fast_native import render_native
+
+    o, d = rays[0][:120], rays[1][:120]
+    leaky = MultiNetField(BOX, max_res=5, shared_init=False, seed=9, density_activation="leaky_relu")
+    occ = _sphere_occupancy()
+    n = o.shape[0]
+    near, far = ray_box_intersect(o, d, BOX)[:2]
+    far = torch.maximum(far, near + 1e-3)
+    step = (far - near) / (S - 1)
+    k_lo, count = _sample_range(_region(leaky, occ), o, d, near, step, S)  # type: ignore[arg-type]
+    for per_pass in (1, 8):
+        ref = render_fast(leaky, occ, o, d, near, far, S, None, backend="torch_ref", samples_per_pass=per_pass)
+        for tile in (1, 7, n):
+            with torch.no_grad():
+                res = render_native(
+                    leaky, occ, cpu_backend, o, d, near, step, k_lo, count, 0.01, per_pass, False, tile  # type: ignore[arg-type]
+                )
+            assert res.evaluated == ref.samples_evaluated
+            assert float((res.rgb - ref.rgb).abs().max()) <= 2e-6 and float((res.acc - ref.acc).abs().max()) <= 2e-6
+            assert res.seconds["mlp"] > 0.0 and min(res.seconds.values()) >= 0.0
+
+
+def test_rejects_empty_passes(field: MultiNetField, rays: tuple[torch.Tensor, torch.Tensor]) -> None:
+    with pytest.raises(ValueError, match="samples_per_pass"):
+        render_fast(field, None, rays[0], rays[1], 0.5, 5.5, S, BG, use_occupancy=False, samples_per_pass=0)

@@ -115,3 +115,79 @@ def test_registry_and_param_checks() -> None:
     bad = MultiNetParams(p.weights[:4] + (p.weights[4][:, :, :2],), p.biases)
     with pytest.raises(ValueError, match="layer 4"):
         bad.check()
+
+
+# --- the compiled CPU backend (forward only) against the same per-network loop --------------
+
+
+@pytest.fixture(scope="module")
+def cpu_backend() -> GroupedBackend:
+    from kilonerf.kernels.cpu import CpuFusedBackend
+    from kilonerf.kernels.native import NativeUnavailable
+
+    try:
+        return CpuFusedBackend()
+    except NativeUnavailable as exc:  # no compiler on this machine: nothing to compare
+        pytest.skip(f"native kernels unavailable: {exc}")
+
+
+def _check_forward(backend: GroupedBackend, num_nets: int, net: torch.Tensor, seed: int = 0, spread: float = 1.0) -> None:
+    gen = torch.Generator().manual_seed(seed + 1)
+    n = net.shape[0]
+    p = _params(num_nets, seed)
+    pos = (torch.rand((n, 3), generator=gen) * 2 - 1) * spread
+    d = torch.nn.functional.normalize(torch.randn((n, 3), generator=gen), dim=-1)
+    with torch.no_grad():
+        sig, rgb = backend.evaluate(p, net, pos, d)
+        ref_sig, ref_rgb = _loop_reference(p, net, pos, d) if n else (torch.zeros(0), torch.zeros(0, 3))
+        dens = backend.density(p, net, pos)
+    assert sig.shape == (n,) and rgb.shape == (n, 3) and dens.shape == (n,)
+    for name, a, b in [("sigma", sig, ref_sig), ("rgb", rgb, ref_rgb), ("density", dens, ref_sig)]:
+        err = float((a - b).abs().max()) if n else 0.0
+        assert err <= 1e-5 * max(1.0, float(b.abs().max()) if n else 1.0), f"{name}: max abs diff {err:.3g}"
+
+
+def test_cpu_backend_awkward_sizes(cpu_backend: GroupedBackend) -> None:
+    gen = torch.Generator().manual_seed(5)
+    used = torch.randperm(40, generator=gen)[:20]  # half the networks get no sample
+    weights = torch.rand(20, generator=gen) ** 3
+    _check_forward(cpu_backend, 40, used[torch.multinomial(weights, 400, replacement=True, generator=gen)])
+    _check_forward(cpu_backend, 8, torch.tensor([5]))  # one sample: 15 idle lanes
+    _check_forward(cpu_backend, 8, torch.tensor([7, 0, 7]))  # highest index, two networks
+    # One network, several 256-sample work items and a partial block of 16.
+    _check_forward(cpu_backend, 4, torch.full((16 * 37 + 5,), 2, dtype=torch.long))
+    _check_forward(cpu_backend, 700, torch.randint(0, 700, (1001,), generator=gen))  # many networks
+    _check_forward(cpu_backend, 3, torch.zeros(0, dtype=torch.long))  # no samples
+
+
+def test_cpu_backend_large_arguments(cpu_backend: GroupedBackend) -> None:
+    # Positions beyond [-1, 1] exercise the 2 pi range reduction of the encoding (sin(2^9 x)).
+    gen = torch.Generator().manual_seed(6)
+    _check_forward(cpu_backend, 5, torch.randint(0, 5, (200,), generator=gen), spread=7.0)
+
+
+def test_cpu_backend_falls_back_for_autograd_and_checks_indices(cpu_backend: GroupedBackend) -> None:
+    p = _params(6)
+    net = torch.tensor([0, 5, 5, 1])
+    pos, d = torch.rand(4, 3) * 2 - 1, torch.nn.functional.normalize(torch.randn(4, 3), dim=-1)
+    sig, rgb = cpu_backend.evaluate(p, net, pos, d)  # params require grad: the reference runs
+    assert sig.requires_grad and rgb.requires_grad
+    ref_sig, _ = _loop_reference(p, net, pos, d)
+    assert torch.allclose(sig, ref_sig, atol=1e-5)
+    with torch.no_grad(), pytest.raises(ValueError, match="network index"):
+        cpu_backend.evaluate(p, torch.tensor([0, 6]), pos[:2], d[:2])
+
+
+def test_cpu_backend_without_compiler_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    from kilonerf.kernels import _cpu
+    from kilonerf.kernels import native
+
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.setenv("KILONERF_CACHE", str(tmp_path))
+    native.load_library.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="using the pure-torch reference"):
+            be = _cpu()
+        assert isinstance(be, TorchRefBackend)
+    finally:
+        native.load_library.cache_clear()

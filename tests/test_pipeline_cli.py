@@ -114,3 +114,36 @@ def test_eval_errors_leave_no_output(
     err = capsys.readouterr().err.strip()
     assert err.startswith("kilonerf: error:") and "\n" not in err and message in err, err
     assert not (run / "eval").exists()
+
+
+def test_eval_backends_agree(trained_run: Path, tmp_path: Path) -> None:
+    psnrs = {}
+    for backend in ("cpu", "torch_ref"):
+        out = tmp_path / f"{backend}.json"
+        assert main(["eval", str(trained_run), "--split", "test", "--json", str(out), "--backend", backend]) == 0
+        psnrs[backend] = json.loads(out.read_text())["psnr"]
+    assert abs(psnrs["cpu"] - psnrs["torch_ref"]) <= 0.01
+
+
+def test_bench_table(trained_run: Path, tiny_scene: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kilonerf.bench import format_bench, run_bench
+    from kilonerf.data.load import load_scene
+    from kilonerf.train.run_dir import RunDir
+
+    result = run_bench(RunDir(trained_run), load_scene(tiny_scene), resolution=24, views=1, nerf_rays=8,
+                       ess_rays=64, matmul_size=256)  # fmt: skip
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows) == ["NeRF", "NeRF + ESS + ERT", "KiloNeRF"]
+    assert rows["NeRF"]["speedup"] == 1.0 and rows["NeRF"]["samples_per_ray"] == 384
+    assert all(r["ms_per_frame"] > 0 for r in rows.values())
+    assert 0 < rows["KiloNeRF"]["samples_per_ray"] < 384 and rows["KiloNeRF"]["speedup"] > 1
+    assert result["resolution"] == [24, 24] and result["samples_per_s"] > 0 and result["peak_fraction"] > 0
+    assert result["psnr"]["diff_db"] <= 0.01
+    text = format_bench(result)
+    assert "KiloNeRF" in text and "of the measured fp32 matrix-product rate" in text
+
+
+def test_bench_rejects_bad_arguments(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", str(trained_run), "--resolution", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--resolution must be >= 1" in err and "\n" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 from kilonerf.errors import KiloNerfError
@@ -40,6 +41,28 @@ def _torch_ref() -> GroupedBackend:
     return TorchRefBackend()
 
 
-register_backend("torch_ref", _torch_ref)
+def _cpu() -> GroupedBackend:
+    from kilonerf.kernels.native import NativeUnavailable
 
-__all__ = ["GroupedBackend", "MultiNetParams", "available_backends", "get_backend", "register_backend"]
+    try:
+        from kilonerf.kernels.cpu import CpuFusedBackend
+
+        return CpuFusedBackend()
+    except NativeUnavailable as exc:
+        warnings.warn(f"fast CPU backend unavailable, using the pure-torch reference instead: {exc}", stacklevel=2)
+        return _torch_ref()
+
+
+def default_render_backend(device: str | object = "cpu") -> str:
+    """Backend name for rendering on ``device``: the compiled ``cpu`` backend on the CPU (it
+    falls back to ``torch_ref`` by itself, with one warning, where it cannot be built), else
+    ``torch_ref``."""
+    return "cpu" if str(device).startswith("cpu") else "torch_ref"
+
+
+register_backend("torch_ref", _torch_ref)
+register_backend("cpu", _cpu)
+
+__all__ = [
+    "GroupedBackend", "MultiNetParams", "available_backends", "default_render_backend", "get_backend", "register_backend",
+]

@@ -93,3 +93,23 @@ class GroupedBackend(ABC):
         """(N,) raw density only; backends may override to skip the view-dependent layers."""
         raw, _ = self.evaluate(params, net_index, local_pos, torch.zeros_like(local_pos))
         return raw
+
+
+class DensityFirstBackend(GroupedBackend):
+    """A backend written as one ``_run`` that stops after the density when ``dirs`` is None."""
+
+    def evaluate(
+        self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        sigma, rgb = self._run(params, net_index, local_pos, dirs)
+        assert rgb is not None
+        return sigma, rgb
+
+    def density(self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor) -> Tensor:
+        return self._run(params, net_index, local_pos, None)[0]
+
+    @abstractmethod
+    def _run(
+        self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """raw density (N,) and rgb (N, 3), or None for rgb when ``dirs`` is None."""

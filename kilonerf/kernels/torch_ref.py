@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from kilonerf.fields.encoding import positional_encoding
-from kilonerf.kernels.base import GroupedBackend, MultiNetParams
+from kilonerf.kernels.base import DensityFirstBackend, MultiNetParams
 
 
 @dataclass
@@ -132,7 +132,7 @@ def mlp_blocks(
     return sigma, rgb
 
 
-class TorchRefBackend(GroupedBackend):
+class TorchRefBackend(DensityFirstBackend):
     """Reference backend: sorted, padded, batched matmuls (see the module docstring)."""
 
     name = "torch_ref"
@@ -141,16 +141,6 @@ class TorchRefBackend(GroupedBackend):
     def __init__(self, max_rows: int = 1024) -> None:
         """``max_rows``: largest block (a power of two, else the full pieces get padded)."""
         self.max_rows = max_rows
-
-    def evaluate(
-        self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        sigma, rgb = self._run(params, net_index, local_pos, dirs)
-        assert rgb is not None
-        return sigma, rgb
-
-    def density(self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor) -> Tensor:
-        return self._run(params, net_index, local_pos, None)[0]
 
     def _run(
         self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor | None

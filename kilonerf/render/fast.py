@@ -16,7 +16,9 @@ them: ``num_samples`` points from near to far inclusive. What differs is which a
    transmittance drops to ``ert_threshold`` or its candidates run out.
 
 Everything is vectorised across rays; the Python loops run over passes and over chunks of
-rays / candidate sub-batches that bound memory.
+rays / candidate sub-batches that bound memory. With the compiled ``cpu`` backend the same
+procedure runs in C instead (:mod:`kilonerf.render.fast_native`), candidates found lazily
+while marching.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import Tensor
 from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.kernels import GroupedBackend, get_backend
+from kilonerf.render.fast_native import native_applies, render_native
 from kilonerf.render.occupancy import OccupancyGrid
 
 
@@ -43,9 +46,11 @@ class FastRenderOutput:
     samples_evaluated: int
     """Samples the backend evaluated."""
     samples_candidate: int
-    """Samples that passed empty-space skipping (evaluated or not)."""
+    """Samples that passed empty-space skipping (evaluated or not); -1 if not counted."""
     passes: int
-    """Evaluation passes, summed over ray chunks."""
+    """Evaluation passes, summed over ray chunks (tiles on the native path)."""
+    profile: dict[str, float] | None = None
+    """Native path only: thread-seconds per phase (march, sort, mlp, composite)."""
 
 
 @torch.no_grad()
@@ -63,6 +68,7 @@ def render_fast(
     samples_per_pass: int = 8,
     use_occupancy: bool = True,
     ray_chunk: int = 1 << 15,
+    count_candidates: bool = True,
 ) -> FastRenderOutput:
     """Render rays through a grid of tiny MLPs.
 
@@ -76,7 +82,11 @@ def render_fast(
         backend: grouped-evaluation backend name or instance (default: the field's).
         ert_threshold: a ray stops once its transmittance is <= this (0 disables).
         samples_per_pass: candidates each active ray takes per pass.
-        ray_chunk: rays rendered together (bounds memory; larger chunks batch better).
+        ray_chunk: rays rendered together (bounds memory; larger chunks batch better); the
+            native path tiles rays by itself.
+        count_candidates: the native path finds candidates while marching, so counting those
+            behind an early termination costs extra marching; False skips that and reports
+            ``samples_candidate`` as -1 (the torch path always counts).
     Returns:
         :class:`FastRenderOutput`.
     """
@@ -87,8 +97,20 @@ def render_fast(
     far_t = torch.as_tensor(far, dtype=dtype, device=origins.device).expand(n).contiguous()
     if use_occupancy and occupancy is None:
         raise ValueError("render_fast: use_occupancy=True needs an occupancy grid")
+    if samples_per_pass < 1:
+        raise ValueError(f"render_fast: samples_per_pass must be >= 1, got {samples_per_pass}")
     region = _region(field, occupancy if use_occupancy else None)
     be = get_backend(backend or field.backend)
+    if region is not None and n > 0 and native_applies(field, be, origins):
+        step = (far_t - near_t) / max(num_samples - 1, 1)
+        k_lo, count = _sample_range(region, origins, dirs, near_t, step, num_samples)
+        res = render_native(
+            field, occupancy if use_occupancy else None, be, origins, dirs, near_t, step, k_lo, count,  # type: ignore[arg-type]
+            ert_threshold, samples_per_pass, count_candidates,
+        )  # fmt: skip
+        rgb = res.rgb if background is None else res.rgb + (1.0 - res.acc[:, None]) * background.to(res.rgb)
+        return FastRenderOutput(rgb=rgb, depth=res.depth, acc=res.acc, samples_evaluated=res.evaluated,
+                                samples_candidate=res.candidates, passes=res.passes, profile=res.seconds)  # fmt: skip
     outs = []
     for lo in range(0, n, ray_chunk):
         sl = slice(lo, min(lo + ray_chunk, n))

@@ -29,6 +29,7 @@ from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.fields.multinet import MultiNetField
+from kilonerf.kernels import default_render_backend
 from kilonerf.metrics.psnr import mse_to_psnr_tensor
 from kilonerf.render.dense import render_dense
 from kilonerf.render.occupancy import OccupancyGrid
@@ -92,12 +93,14 @@ class StudentRenderer:
 
     Rays are sampled uniformly from the scene's near to far (the paper's render setting), or
     between box entry and exit when no scene is given (then the background is black).
+    ``backend``: grouped-evaluation backend (default: the compiled ``cpu`` one on the CPU).
     """
 
     def __init__(self, student: MultiNetField, occupancy: OccupancyGrid | None, scene: Scene | None,
-                 num_samples: int, chunk_rays: int) -> None:  # fmt: skip
+                 num_samples: int, chunk_rays: int, backend: str | None = None) -> None:  # fmt: skip
         self.student, self.num_samples, self.chunk_rays = student, num_samples, chunk_rays
         device = student.bbox.device
+        self.backend = backend or default_render_backend(device)
         self.occupancy = occupancy.to(device) if occupancy is not None else None
         self.scene_range = (float(scene.near), float(scene.far)) if scene is not None else None
         self.background = torch.as_tensor(scene.background, dtype=torch.float32, device=device) if scene is not None else None
@@ -135,8 +138,8 @@ class StudentRenderer:
             near, far = self.segments(o, d)
             if render_fast is not None:
                 res = render_fast(self.student, self.occupancy, o, d, near, far, self.num_samples, self.background,
-                                  ert_threshold=ert_threshold, samples_per_pass=samples_per_pass,
-                                  use_occupancy=skip_empty and self.occupancy is not None)  # fmt: skip
+                                  ert_threshold=ert_threshold, samples_per_pass=samples_per_pass, backend=self.backend,
+                                  use_occupancy=skip_empty and self.occupancy is not None, count_candidates=False)  # fmt: skip
                 evaluated += res.samples_evaluated
             else:
                 res = render_dense(self.student, o, d, near, far, self.num_samples, self.background, sample_mask=self.mask)

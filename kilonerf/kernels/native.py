@@ -1,0 +1,128 @@
+"""Build and load the native CPU kernels (``kilonerf/kernels/csrc``) at first use.
+
+Why compile at run time with the system's C compiler instead of a setuptools extension: the
+package stays pure Python to install (no build isolation pulling a second torch into the
+build environment, no ninja), and ``-march=native`` can target the machine it runs on.
+
+The shared library is cached under ``$KILONERF_CACHE`` (default ``$XDG_CACHE_HOME/kilonerf``
+or ``~/.cache/kilonerf``), named by a hash of the sources, the flags, the compiler's version
+and the CPU's feature flags, so a changed source, compiler or machine gets a fresh build.
+It is written to a temporary name and renamed into place, so concurrent first uses are safe.
+
+The functions take contiguous float32 / int64 CPU tensors through ctypes; ctypes releases
+the GIL during the call, and the kernels run their own OpenMP threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from kilonerf.errors import KiloNerfError
+
+SRC_DIR = Path(__file__).resolve().parent / "csrc"
+SOURCES = [
+    ("kn_mlp.c", "kn_mlp16.o", ["-ffp-contract=fast", "-DKN_LANES=16"]),
+    ("kn_mlp.c", "kn_mlp8.o", ["-ffp-contract=fast", "-DKN_LANES=8"]),
+    ("kn_render.c", "kn_render.o", ["-ffp-contract=off"]),
+]
+"""(source, object, flags): the MLP wants FMAs and is built for 16- and 8-sample blocks; the
+renderer must not contract, so that sample positions are computed with exactly the
+arithmetic (and rounding) of the torch renderer."""
+COMMON_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=gnu11", "-fno-math-errno"]
+
+
+class NativeUnavailable(KiloNerfError):
+    """No C compiler, or the kernels failed to compile or load (the message says which)."""
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("KILONERF_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kilonerf"
+
+
+def _compiler() -> str:
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        raise NativeUnavailable("no C compiler found (install gcc, or set CC)")
+    return cc
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _build_key(cc: str) -> str:
+    h = hashlib.sha256()
+    for name in sorted({src for src, _, _ in SOURCES} | {"kn.h"}):
+        h.update(name.encode() + b"\0" + (SRC_DIR / name).read_bytes())
+    h.update(repr((SOURCES, COMMON_FLAGS)).encode())
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise NativeUnavailable(f"C compiler '{cc}' does not run: {exc}") from None
+    h.update(version.encode() + _cpu_flags().encode())
+    return h.hexdigest()[:20]
+
+
+def _compile(cc: str, out: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="kilonerf-build-") as tmp:
+        objs = []
+        for name, obj_name, flags in SOURCES:
+            obj = Path(tmp) / obj_name
+            cmd = [cc, *COMMON_FLAGS, *flags, "-c", str(SRC_DIR / name), "-o", str(obj)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            if proc.returncode != 0:
+                raise NativeUnavailable(f"compiling {SRC_DIR / name} failed: {proc.stderr.strip()[-800:]}")
+            objs.append(str(obj))
+        lib = Path(tmp) / "kn.so"
+        proc = subprocess.run([cc, "-shared", "-fopenmp", *objs, "-o", str(lib), "-lm"], capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        if proc.returncode != 0:
+            raise NativeUnavailable(f"linking the native kernels failed: {proc.stderr.strip()[-800:]}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, staged = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        os.close(fd)
+        shutil.copyfile(lib, staged)
+        os.replace(staged, out)
+
+
+_P = ctypes.c_void_p
+_I64 = ctypes.c_int64
+
+
+@lru_cache(maxsize=1)
+def load_library() -> ctypes.CDLL:
+    """The compiled kernels (built on first use); NativeUnavailable if that is impossible."""
+    cc = _compiler()
+    path = cache_dir() / f"kn-{_build_key(cc)}.so"
+    if not path.is_file():
+        try:
+            _compile(cc, path)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise NativeUnavailable(f"cannot build the native kernels into {path.parent}: {exc}") from None
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise NativeUnavailable(f"{path}: cannot load the native kernels ({exc})") from None
+    lib.kn_eval.restype = ctypes.c_int
+    lib.kn_eval.argtypes = [_P, _P, _I64, _P, _P, _P, _I64, _P, _P, ctypes.c_int]
+    if hasattr(lib, "kn_render"):
+        lib.kn_render.restype = ctypes.c_int
+    return lib
