@@ -96,20 +96,23 @@ def main() -> None:
         angle = move(loop, 0, scene, fov, args.aspect, args.seconds, 0.0)
         t_end = time.perf_counter()
         with rec.lock:
-            moving = [r for r in rec.log if t_move + 1.0 <= r[0] <= t_end and not r[1]]
+            # Every frame counts: once renders are fast enough, moving frames are full-size.
+            moving = [r for r in rec.log if t_move + 1.0 <= r[0] <= t_end]
         fps = len(moving) / (t_end - t_move - 1.0)
         delays = []
         for _ in range(args.stops):
             rec.full_event.wait(5)  # the previous full frame, if still pending
             angle = move(loop, 0, scene, fov, args.aspect, 1.0, angle)
-            rec.full_event.clear()
-            t_stop = time.perf_counter()
-            if not rec.full_event.wait(10):
-                delays.append(float("inf"))
-                continue
-            with rec.lock:
-                t_full = max(r[0] for r in rec.log if r[1])
-            delays.append(t_full - t_stop)
+            t_stop = time.perf_counter()  # just after the last camera update
+            delay = float("inf")
+            while time.perf_counter() - t_stop < 10.0 and delay == float("inf"):
+                with rec.lock:  # a full frame whose render started after the last update
+                    done = [r[0] for r in rec.log if r[1] and r[0] - r[3] >= t_stop - 1.0 / 60.0]
+                if done:
+                    delay = max(0.0, min(done) - t_stop)
+                else:
+                    time.sleep(0.005)
+            delays.append(delay)
     finally:
         loop.stop()
     full_h = viewer.initial.height

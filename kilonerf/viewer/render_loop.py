@@ -151,11 +151,13 @@ class RenderLoop:
 
     def _render(self, key: int, tab: _Tab, camera: ViewCamera, settings: RenderSettings, version: int, full: bool) -> None:
         height = settings.height if full else self.sizer.height(settings.model, settings.height)
-        # A preview as tall as the full frame is the full frame.
+        # A preview as tall as the full frame is the full frame; it stays uncancellable like
+        # any preview, or a camera moving faster than one render would starve the tab.
+        cancellable = full
         full = full or height >= settings.height
 
         def cancelled() -> bool:
-            return self._stop or (full and tab.version != version)
+            return self._stop or (cancellable and tab.version != version)
 
         try:
             frame = self.source.render(camera, settings, height, full, cancelled)
