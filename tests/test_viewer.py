@@ -149,6 +149,21 @@ def test_full_frame_is_abandoned_when_the_camera_moves() -> None:
     assert frames[-1].full and source.cancelled == 1
 
 
+def test_full_size_previews_keep_coming_while_the_camera_moves() -> None:
+    # Renders fast enough for full-size previews (64 x 64 in 0.04 s, within the 0.05 s budget)
+    # but slower than the 20 ms between camera updates: each must still be delivered.
+    source = FakeSource(seconds=0.015)
+    loop, frames, _ = run_loop(source, settle_s=0.5)
+    try:
+        for i in range(60):
+            loop.update(1, camera(0.01 * i))
+            time.sleep(0.02)
+        assert source.cancelled == 0
+        assert sum(f.image.shape[0] == 64 for f in frames) >= 5
+    finally:
+        loop.stop()
+
+
 def test_errors_are_reported_and_the_loop_survives_a_closed_tab() -> None:
     source = FakeSource(fail=RunError("teacher checkpoint missing"))
     loop, frames, errors = run_loop(source)
