@@ -9,7 +9,6 @@ on the val split and prints one table. Numbers depend on the machine: quote them
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import time
@@ -20,7 +19,7 @@ import torch
 from kilonerf.evaluation import evaluate_split, format_table
 from kilonerf.io import atomic_write_json
 from kilonerf.models import load_renderer
-from kilonerf.train.pipeline import default_device, open_run, run_pipeline
+from kilonerf.train.pipeline import default_device, open_run, run_pipeline, stage_seconds
 from kilonerf.train.run_dir import RunDir
 
 
@@ -59,13 +58,12 @@ def main() -> None:
     t0 = time.perf_counter()
     run_pipeline(run, cfg, scene, device)
     wall = time.perf_counter() - t0
-    stages = json.loads((run.root / "stages.json").read_text())
     rows = {}
     for model in ("teacher", "student"):
         render = load_renderer(run, model, scene, device)
         rows[model] = evaluate_split(render, scene, args.split, run.eval_dir(model, args.split), device)
     print(format_table(rows))
-    times = {k: round(v.get("seconds", 0.0), 1) for k, v in stages.items()}
+    times = stage_seconds(run)
     print(f"stage seconds: {times}  (total {sum(times.values()):.0f} s; this invocation {wall:.0f} s)")
     machine = f"{cpu_name()}, {torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(f"machine: {machine}")

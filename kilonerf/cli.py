@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 from pathlib import Path
 
 from kilonerf.errors import KiloNerfError
@@ -30,11 +31,11 @@ def _cmd_procedural(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from kilonerf.train.pipeline import default_device, open_run, run_pipeline
+    from kilonerf.train.pipeline import open_run, run_pipeline
 
     overrides = dict(_parse_setting(s) for s in args.set)
     run, cfg, scene = open_run(args.data, args.out, args.preset, args.teacher, args.no_distill, overrides)
-    device = torch_device(args.device) if args.device else default_device()
+    device = torch_device(args.device)
     print(f"run {run.root}: preset {cfg.preset}, teacher {cfg.teacher}, device {device}")
     run_pipeline(run, cfg, scene, device, [args.stage] if args.stage else None)
     return 0
@@ -42,10 +43,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from kilonerf.demo import DemoConfig, run_demo
-    from kilonerf.train.pipeline import default_device
 
     overrides = dict(_parse_setting(s) for s in args.set)
-    device = torch_device(args.device) if args.device else default_device()
+    device = torch_device(args.device)
     run_demo(args.out, DemoConfig(size=args.size, overrides=overrides), device)
     return 0
 
@@ -55,12 +55,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from kilonerf.evaluation import evaluate_split, format_table
     from kilonerf.io import atomic_write_json
     from kilonerf.models import default_model, load_renderer, run_scene_path
-    from kilonerf.train.pipeline import default_device
     from kilonerf.train.run_dir import RunDir
 
     run = RunDir(Path(args.run))
     run.read_meta()
-    device = torch_device(args.device) if args.device else default_device()
+    device = torch_device(args.device)
     model = args.model or default_model(run)
     scene = load_scene(args.data if args.data else run_scene_path(run))
     if args.split not in scene.splits:
@@ -78,11 +77,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from kilonerf.render_path import render_run
-    from kilonerf.train.pipeline import default_device
 
     if args.out is None and args.save_path is None:
         raise KiloNerfError("give --out (a .mp4 file or a folder) and/or --save-path FILE.json")
-    device = torch_device(args.device) if args.device else default_device()
+    device = torch_device(args.device)
     path, model = render_run(
         args.run, args.path, args.out, model=args.model, width=args.resolution, frames=args.frames, fps=args.fps,
         device=device, data=args.data, save_path=args.save_path, overwrite=args.overwrite,
@@ -105,14 +103,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_view(args: argparse.Namespace) -> int:
     import time
 
-    from kilonerf.train.pipeline import default_device
     from kilonerf.viewer.app import ViewerOptions, open_viewer
 
     if not 0 <= args.port <= 65535:
         raise KiloNerfError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
     if args.height is not None and not 1 <= args.height <= 4096:
         raise KiloNerfError(f"--height must be in 1..4096 pixels, got {args.height}")
-    device = torch_device(args.device) if args.device else default_device()
+    device = torch_device(args.device)
     options = ViewerOptions(height=args.height, model=args.model)
     viewer = open_viewer(args.run, args.data, device, options)
     try:
@@ -172,17 +169,34 @@ def positive_float(text: str) -> float:
     return value
 
 
-def torch_device(name: str):  # noqa: ANN201 - torch imported lazily to keep --help fast
+def torch_device(name: str | None):  # noqa: ANN201 - torch imported lazily to keep --help fast
+    """The ``--device`` option: the named device, or cuda when available else cpu for None."""
     import torch
 
+    from kilonerf.train.pipeline import default_device
+
+    if name is None:
+        return default_device()
     try:
         return torch.device(name)
     except RuntimeError as exc:
         raise KiloNerfError(f"--device: {exc}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``kilonerf CMD: error: ...``) and exit code 2, like every other
+    error of the command, instead of argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kilonerf",
         description="KiloNeRF: train a radiance field as thousands of tiny MLPs and render it fast.",
     )
@@ -196,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/summary.json and OUT/report.html. Re-running resumes.",
     )
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
-    p.add_argument("--size", type=int, default=100, help="image size of the scene in pixels (default 100)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--size", type=positive_int, default=100, help="image size of the scene in pixels (default 100)")
+    _add_device(p)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                    help="override one setting of the run, e.g. teacher_loop.max_steps=100")
     p.set_defaults(func=_cmd_demo)
@@ -221,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
         "into OUT with train/val/test splits. Deterministic from --seed; nothing is downloaded.",
     )
     p.add_argument("out", help="folder to write")
-    p.add_argument("--size", type=int, default=100, help="image width and height in pixels (default 100)")
-    p.add_argument("--train", type=int, default=100, help="training views (default 100)")
+    p.add_argument("--size", type=positive_int, default=100, help="image width and height in pixels (default 100)")
+    p.add_argument("--train", type=positive_int, default=100, help="training views (default 100)")
     p.add_argument("--val", type=int, default=20, help="validation views (default 20)")
     p.add_argument("--test", type=int, default=50, help="test views (default 50)")
     p.add_argument("--seed", type=int, default=0)
@@ -241,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", choices=["fast", "nerf"], help="teacher field (default: fast)")
     p.add_argument("--preset", choices=["cpu", "paper"], help="hyperparameters (default: cpu)")
     p.add_argument("--no-distill", action="store_true", help="train the tiny MLPs from scratch (the paper's ablation)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    _add_device(p)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                    help="override one setting of a new run, e.g. finetune_loop.max_steps=200")
     p.set_defaults(func=_cmd_train)
@@ -257,10 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="another folder holding the same scene (e.g. only its test split)")
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument("--json", help="also write the means and per-image values to this JSON file")
-    p.add_argument("--max-views", type=int, help="evaluate only the first N views")
+    p.add_argument("--max-views", type=positive_int, help="evaluate only the first N views")
     p.add_argument("--backend", choices=["cpu", "torch_ref"],
                    help="tiny-MLP backend of the student (default: cpu, the compiled one, on the CPU)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    _add_device(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(
@@ -283,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-path", metavar="FILE.json", help="also write the camera path as JSON (to edit and reuse)")
     p.add_argument("--data", help="the scene folder, if not the one the run was trained on")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    _add_device(p)
     p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser(
@@ -313,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=["teacher", "student"], help="model shown first (default: student if trained)")
     p.add_argument("--height", type=int, help="full-resolution frame height in pixels (default: the photos')")
     p.add_argument("--data", help="another folder holding the same scene")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    _add_device(p)
     p.set_defaults(func=_cmd_view)
 
     p = sub.add_parser(

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from kilonerf.data.procedural import write_procedural_scene
-from kilonerf.errors import RunError
 from kilonerf.evaluation import evaluate_split, format_table
-from kilonerf.io import atomic_write_json, read_json
+from kilonerf.io import atomic_write_json
 from kilonerf.models import load_renderer
 from kilonerf.render_path import render_run
-from kilonerf.train.pipeline import STAGES, open_run, run_pipeline, stage_done
+from kilonerf.train.pipeline import STAGES, check_new_run_root, open_run, run_pipeline, stage_done, stage_seconds
 from kilonerf.train.run_dir import RunDir
 
 SUMMARY_KEYS = ("psnr", "ssim", "lpips", "ms_per_frame")
@@ -69,8 +69,8 @@ class DemoProgress:
         k = self.steps.index(step) + 1
         elapsed = time.perf_counter() - self.t0
         speed = self.actual_run / self.planned_run if self.planned_run >= 30.0 else 1.0
-        print(f"[demo {k}/{len(self.steps)}] {step}  (elapsed {_fmt(elapsed)}, overall ETA ~{_fmt(speed * self.remaining)})",
-              flush=True)  # fmt: skip
+        eta = tqdm.format_interval(speed * self.remaining)
+        print(f"[demo {k}/{len(self.steps)}] {step}  (elapsed {tqdm.format_interval(elapsed)}, overall ETA ~{eta})", flush=True)
         self._step_t0 = time.perf_counter()
 
     def finish(self, step: str, skipped: bool = False) -> None:
@@ -84,11 +84,6 @@ class DemoProgress:
         return time.perf_counter() - self.t0
 
 
-def _fmt(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}:{s:02d}"
-
-
 def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: torch.device | str = "cpu") -> dict[str, Any]:
     """Run (or resume) the demo into ``out``; returns the summary written to ``out/summary.json``."""
     from kilonerf.bench import run_bench
@@ -96,8 +91,8 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: torch.d
 
     out, device = Path(out), torch.device(device)
     scene_dir = out / "scene"
-    if out.is_dir() and not RunDir(out).exists() and any(p != scene_dir for p in out.iterdir()):
-        raise RunError(f"{out}: exists, is not empty and is not a kilonerf run; choose another --out")
+    if not RunDir(out).exists():
+        check_new_run_root(RunDir(out), scene_dir)  # before the scene is written into it
     steps = ["scene", *STAGES, "eval", "video", "bench", "report"]
     progress = DemoProgress(steps)
 
@@ -132,13 +127,12 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: torch.d
 
     progress.start("bench")
     bench = run_bench(run, scene, config.bench_resolution, views=1, device=device)
-    atomic_write_json(out / "bench.json", bench)
     progress.finish("bench")
 
     summary: dict[str, Any] = {m: {k: rows[m][k] for k in SUMMARY_KEYS} for m in rows}
     summary["speedup"] = _kilonerf_speedup(bench)
     summary["bench"] = bench
-    summary["stage_seconds"] = {k: round(v.get("seconds", 0.0), 1) for k, v in read_json(run.root / "stages.json").items()}
+    summary["stage_seconds"] = stage_seconds(run)
     atomic_write_json(out / "summary.json", summary)
 
     progress.start("report")
@@ -163,4 +157,4 @@ def _print_summary(summary: dict[str, Any], rows: dict[str, dict[str, Any]]) -> 
     print(format_table(rows))
     w, h = summary["bench"]["resolution"]
     print(f"KiloNeRF renders {summary['speedup']:.0f} x faster than NeRF on this machine ({w} x {h} px)")
-    print(f"demo finished in {_fmt(summary['seconds'])}; report: {summary['report']}")
+    print(f"demo finished in {tqdm.format_interval(summary['seconds'])}; report: {summary['report']}")

@@ -62,3 +62,13 @@ def trained_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     run = tmp_path_factory.mktemp("run") / "r"
     assert main(["train", str(tiny_scene), "--out", str(run), "--device", "cpu", *TINY_TRAIN]) == 0
     return run
+
+
+@pytest.fixture
+def one_thread():  # type: ignore[no-untyped-def]
+    """One intra-op thread for the test: its tensors are tiny, and on a shared 2-core machine
+    two threads made such files 5-10x slower (hand-offs while other processes hold the cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

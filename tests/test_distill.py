@@ -20,14 +20,8 @@ from kilonerf.train.loop import LoopConfig, run_training
 BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    """These tensors are tiny; on the shared 2-core machine two intra-op threads made the file
-    5-10x slower (thread hand-offs while other processes hold the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny tensors: see the one_thread fixture in conftest.py.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trainer(**kw: object) -> DistillTrainer:

@@ -147,3 +147,11 @@ def test_bench_rejects_bad_arguments(trained_run: Path, capsys: pytest.CaptureFi
     assert main(["bench", str(trained_run), "--resolution", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--resolution must be >= 1" in err and "\n" not in err
+
+
+def test_usage_errors_are_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["eval", "somewhere", "--max-views", "0"], ["procedural", "x", "--size", "0"], ["train"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert info.value.code == 2 and "\n" not in err and "error:" in err, err

@@ -63,8 +63,6 @@ class FastTeacherConfig:
     occupancy_alpha: float = 1e-3
     """A cell is empty when every corner's opacity over one march step is below this."""
     color_weight_threshold: float = 1e-3
-    pixel_jitter: bool = False
-    """Spread training rays over their pixel's footprint (see ``_jitter_dirs``)."""
     bbox_alpha: float = 1e-2
     """Opacity over one coarse cell that counts as 'object' when shrinking the box."""
     bbox_margin_cells: float = 2.5
@@ -146,8 +144,6 @@ class FastTeacherTrainer:
         box = torch.as_tensor(scene.bbox, dtype=torch.float32, device=self.device)
         self.near, self.far = float(scene.near), float(scene.far)
         self.background = torch.as_tensor(scene.background, dtype=torch.float32, device=self.device)
-        self.pixel_angle = 1.0 / float(scene.intrinsics[:, :2].mean())
-        """Angular size of one pixel (radians, mean over the scene's cameras)."""
         cell = float((box[1] - box[0]).max()) / (config.coarse_res - 1)
         sigma_init = -math.log1p(-config.alpha_init) / (config.step_ratio * cell)
         with torch.random.fork_rng(devices=[]):
@@ -204,19 +200,6 @@ class FastTeacherTrainer:
             self.field.prune(sigma)
         return self.field.update_occupancy(sigma)
 
-    def _jitter_dirs(self, dirs: Tensor) -> Tensor:
-        """Tilt each ray by up to half a pixel in a random direction across it.
-
-        A pixel's colour is the average over its footprint; training on one fixed ray through
-        its centre lets the grid memorise each view's point samples, while rays spread over
-        the footprint make it fit the average that any other view also sees.
-        """
-        helper = torch.where(dirs[:, :1].abs() < 0.9, dirs.new_tensor([1.0, 0.0, 0.0]), dirs.new_tensor([0.0, 1.0, 0.0]))
-        a = torch.nn.functional.normalize(torch.linalg.cross(dirs, helper), dim=-1)
-        b = torch.linalg.cross(dirs, a)
-        uv = (torch.rand(dirs.shape[0], 2, generator=self.generator, device=self.device) - 0.5) * self.pixel_angle
-        return torch.nn.functional.normalize(dirs + uv[:, :1] * a + uv[:, 1:] * b, dim=-1)
-
     # ---- rendering ----------------------------------------------------------------------
     def render(self, origins: Tensor, dirs: Tensor, jitter: Tensor | None) -> TeacherRender:
         """Differentiable render of rays (N, 3); ``jitter`` (N,) in [0, 1) or None (step centres)."""
@@ -253,8 +236,6 @@ class FastTeacherTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = (c.lr_grid if group["name"] == "grid" else c.lr_mlp) * factor
         jitter = torch.rand(origins.shape[0], generator=self.generator, device=self.device)
-        if c.pixel_jitter:
-            dirs = self._jitter_dirs(dirs)
         out = self.render(origins, dirs, jitter)
         n = origins.shape[0]
         mse = torch.mean((out.rgb - rgb) ** 2)

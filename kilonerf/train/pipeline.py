@@ -56,10 +56,7 @@ def open_run(
         return run, cfg, scene
     if data is None:
         raise RunError(f"{run.root}: no run here yet; give the scene folder to train on")
-    # The scene itself may live inside the new run directory (as ``kilonerf demo`` puts it).
-    data_inside = Path(data).resolve()
-    if run.root.exists() and any(p.resolve() != data_inside for p in run.root.iterdir()):
-        raise RunError(f"{run.root}: exists, is not empty and is not a kilonerf run; choose another --out")
+    check_new_run_root(run, Path(data))
     scene = load_scene(data)
     cfg = resolve_config(preset or "cpu", teacher or "fast", no_distill=no_distill)
     for key, value in (overrides or {}).items():
@@ -70,6 +67,21 @@ def open_run(
         target[name] = type(target[name])(value) if target[name] is not None else value
     run.write_meta({"data": str(Path(data).resolve()), "config": cfg.to_dict()})
     return run, cfg, scene
+
+
+def check_new_run_root(run: RunDir, data: Path) -> None:
+    """A new run goes into a missing or empty folder; the only thing allowed there already is
+    the scene it trains on (``kilonerf demo`` keeps the scene inside its run directory)."""
+    inside = data.resolve()
+    if run.root.exists() and any(p.resolve() != inside for p in run.root.iterdir()):
+        raise RunError(f"{run.root}: exists, is not empty and is not a kilonerf run; choose another --out")
+
+
+def stage_seconds(run: RunDir) -> dict[str, float]:
+    """Seconds each finished stage took (from RUN/stages.json), rounded to 0.1 s."""
+    path = run.root / "stages.json"
+    stages = read_json(path) if path.is_file() else {}
+    return {k: round(v.get("seconds", 0.0), 1) for k, v in stages.items()}
 
 
 def _record(run: RunDir, stage: str, result: TrainingResult | None, extra: dict[str, Any]) -> None:
