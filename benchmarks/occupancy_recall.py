@@ -18,31 +18,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from kilonerf.data.procedural import ProceduralScene, write_procedural_scene
 from kilonerf.io import atomic_write_json
 from kilonerf.render.occupancy import OccupancyGrid
 from kilonerf.train.pipeline import default_device, open_run, run_pipeline
-
-
-def true_occupancy(scene: ProceduralScene, grid: OccupancyGrid, samples: int) -> np.ndarray:
-    """bool (X, Y, Z): some lattice point of the voxel (``samples`` per axis, corners included)
-    lies inside an object. Computed on the shared lattice, then a max over each voxel's block."""
-    box = grid.bbox.double().numpy()
-    k = samples - 1
-    axes = [np.linspace(box[0, a], box[1, a], k * grid.res[a] + 1) for a in range(3)]
-    out = np.zeros(grid.res, dtype=bool)
-    yz = np.stack(np.meshgrid(axes[1], axes[2], indexing="ij"), -1).reshape(-1, 2)
-    for i, x in enumerate(axes[0]):
-        plane = scene.occupancy(np.concatenate([np.full((len(yz), 1), x), yz], 1))
-        plane = plane.reshape(len(axes[1]), len(axes[2]))
-        t = torch.from_numpy(plane)[None, None].float()
-        pooled = torch.nn.functional.max_pool2d(t, kernel_size=k + 1, stride=k)[0, 0].bool().numpy()
-        # Lattice plane i lies in voxel i // k and, on a voxel face, also in the one before.
-        for v in {min(i // k, grid.res[0] - 1), max(i - 1, 0) // k}:
-            out[v] |= pooled
-    return out
 
 
 def surface_voxels(occupied: np.ndarray) -> np.ndarray:
@@ -76,7 +56,7 @@ def main() -> None:
 
     grid = OccupancyGrid.load(run.occupancy_path)
     marked = grid.to_dense().numpy()
-    truth = true_occupancy(ProceduralScene(), grid, args.truth_samples)
+    truth = ProceduralScene().voxel_occupancy(grid.bbox.numpy(), grid.res, args.truth_samples)
     surface = surface_voxels(truth)
     n_true, n_marked = int(truth.sum()), int(marked.sum())
     result = {

@@ -234,3 +234,17 @@ def test_written_scene_loads(tmp_path: Path) -> None:
     rgba = np.asarray(Image.open(out / "train" / "r_0.png")).astype(np.float64) / 255.0
     expect = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
     assert np.abs(loaded.images[loaded.indices("train")[0]] / 255.0 - expect).max() <= 1.5 / 255.0
+
+
+def test_voxel_occupancy_matches_per_voxel_sampling() -> None:
+    scene = ProceduralScene()
+    bbox, res, s = scene.bbox + np.array([[-0.05], [0.05]]), (7, 6, 5), 3
+    got = scene.voxel_occupancy(bbox, res, samples=s)
+    size = (bbox[1] - bbox[0]) / np.array(res)
+    want = np.zeros(res, dtype=bool)
+    u = np.linspace(0.0, 1.0, s)
+    offsets = np.stack(np.meshgrid(u, u, u, indexing="ij"), -1).reshape(-1, 3)
+    for idx in np.ndindex(*res):  # the slow, obvious way: each voxel's own s^3 lattice
+        want[idx] = scene.occupancy(bbox[0] + (np.array(idx) + offsets) * size).any()
+    assert 0 < want.sum() < want.size
+    assert np.array_equal(got, want)

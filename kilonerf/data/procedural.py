@@ -92,6 +92,24 @@ class ProceduralScene:
             inside |= obj.shape.contains(p)
         return inside
 
+    def voxel_occupancy(self, bbox: np.ndarray, res: tuple[int, int, int], samples: int = 5) -> np.ndarray:
+        """bool (X, Y, Z): voxels of ``res`` over ``bbox`` (2, 3) that hold a point of some
+        object, judged on a lattice of ``samples`` points per voxel and axis (corners included,
+        so neighbours share their faces). Evaluated one lattice plane at a time."""
+        box = np.asarray(bbox, dtype=np.float64).reshape(2, 3)
+        k = samples - 1
+        axes = [np.linspace(box[0, a], box[1, a], k * res[a] + 1) for a in range(3)]
+        yz = np.stack(np.meshgrid(axes[1], axes[2], indexing="ij"), -1).reshape(-1, 2)
+        out = np.zeros(res, dtype=bool)
+        for i, x in enumerate(axes[0]):
+            plane = self.occupancy(np.concatenate([np.full((len(yz), 1), x), yz], 1))
+            plane = plane.reshape(len(axes[1]), len(axes[2]))
+            pooled = torch.nn.functional.max_pool2d(torch.from_numpy(plane)[None, None].float(), k + 1, stride=k)
+            # Lattice plane i lies in voxel i // k and, on a voxel face, also in the one before.
+            for v in {min(i // k, res[0] - 1), max(i - 1, 0) // k}:
+                out[v] |= pooled[0, 0].bool().numpy()
+        return out
+
     def nearest_hit(self, origins: np.ndarray, dirs: np.ndarray, t_min: float = 1e-9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """First surface along (N, 3) rays with unit ``dirs``.
 
