@@ -9,28 +9,17 @@ on the val split and prints one table. Numbers depend on the machine: quote them
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import time
 from pathlib import Path
 
-import torch
 
 from kilonerf.evaluation import evaluate_split, format_table
 from kilonerf.io import atomic_write_json
+from kilonerf.kernels.perf import machine_name
 from kilonerf.models import load_renderer
 from kilonerf.train.pipeline import default_device, open_run, run_pipeline, stage_seconds
 from kilonerf.train.run_dir import RunDir
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -65,7 +54,7 @@ def main() -> None:
     print(format_table(rows))
     times = stage_seconds(run)
     print(f"stage seconds: {times}  (total {sum(times.values()):.0f} s; this invocation {wall:.0f} s)")
-    machine = f"{cpu_name()}, {torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    machine = machine_name(device)
     print(f"machine: {machine}")
     if args.json:
         atomic_write_json(args.json, {

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path

@@ -23,10 +23,8 @@ backend at the scene's own resolution, where ground truth exists.
 from __future__ import annotations
 
 import math
-import platform
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,13 +36,13 @@ from kilonerf.errors import KiloNerfError
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.fields.nerf import NeRFField
 from kilonerf.kernels import GroupedBackend, MultiNetParams, default_render_backend, get_backend
-from kilonerf.kernels.perf import matmul_flops, nerf_mlp_flops, tiny_mlp_flops
+from kilonerf.kernels.perf import machine_name, matmul_flops, nerf_mlp_flops, sync_device, tiny_mlp_flops
 from kilonerf.metrics import psnr
+from kilonerf.models import load_student_renderer
 from kilonerf.render.dense import render_dense
 from kilonerf.render.fast import render_fast
 from kilonerf.render.occupancy import OccupancyGrid
 from kilonerf.train.run_dir import RunDir
-from kilonerf.train.student_io import load_student
 
 NUM_SAMPLES = 384
 
@@ -85,11 +83,6 @@ def strided(n: int, m: int) -> Tensor:
     return torch.linspace(0, n - 1, min(m, n)).round().long().unique()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class RecordingBackend(GroupedBackend):
     """Evaluates with ``inner`` and records the world points and directions it was asked for."""
 
@@ -108,11 +101,11 @@ class RecordingBackend(GroupedBackend):
 
 def time_mlp(field: NeRFField, points: Tensor, dirs: Tensor, batch: int = 1 << 16) -> float:
     """Seconds for ``field`` on all points, ``batch`` at a time (as a full frame's passes would)."""
-    _sync(points.device)
+    sync_device(points.device)
     t0 = time.perf_counter()
     for lo in range(0, points.shape[0], batch):
         field(points[lo : lo + batch], dirs[lo : lo + batch])
-    _sync(points.device)
+    sync_device(points.device)
     return time.perf_counter() - t0
 
 
@@ -136,9 +129,9 @@ def run_bench(
         ``samples_per_s``, ``peak_fraction`` and the details printed by :func:`format_bench`.
     """
     device = torch.device(device)
-    student = load_student(run.require(run.student_path, "fine-tuned student", "finetune"), device)
-    student.density_activation = "relu"
-    occupancy = OccupancyGrid.load(run.require(run.occupancy_path, "occupancy grid", "occupancy")).to(device)
+    renderer = load_student_renderer(run, scene, device)
+    student, occupancy = renderer.student, renderer.occupancy
+    student.density_activation = "relu"  # as StudentRenderer renders; render_fast is called directly here
     bg = torch.as_tensor(scene.background, dtype=torch.float32, device=device)
     near, far = float(scene.near), float(scene.far)
     backend_name = backend or default_render_backend(device)
@@ -157,10 +150,10 @@ def run_bench(
     fast(View(frames[0].origins[:64], frames[0].dirs[:64], 8, 8), be)
     k_ms, k_samples, profile = [], 0, {}
     for v in frames:
-        _sync(device)
+        sync_device(device)
         t0 = time.perf_counter()
         out = fast(v, be)
-        _sync(device)
+        sync_device(device)
         k_ms.append((time.perf_counter() - t0) * 1000.0)
         k_samples += out.samples_evaluated
         for key, sec in (out.profile or {}).items():
@@ -174,14 +167,14 @@ def run_bench(
         n = v.origins.shape[0]
         sub = strided(n, nerf_rays)
         o, d = v.origins[sub], v.dirs[sub]
-        _sync(device)
+        sync_device(device)
         t0 = time.perf_counter()
         for lo in range(0, o.shape[0], 64):
             s = slice(lo, lo + 64)
             m = o[s].shape[0]
             render_dense(nerf, o[s], d[s], torch.full((m,), near, device=device), torch.full((m,), far, device=device),
                          NUM_SAMPLES, bg)  # fmt: skip
-        _sync(device)
+        sync_device(device)
         nerf_time += time.perf_counter() - t0
         nerf_count += o.shape[0]
         sub = strided(n, ess_rays)
@@ -255,18 +248,6 @@ def psnr_against_reference(
     fast_db, ref_db = sum(vals["fast"]) / len(idx), sum(vals["reference"]) / len(idx)
     return {"fast_db": fast_db, "reference_db": ref_db, "diff_db": abs(fast_db - ref_db),
             "resolution": list(scene.image_size(int(idx[0])))[::-1], "split": split}  # type: ignore[dict-item]
-
-
-def machine_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {torch.get_num_threads()} threads"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
 def format_bench(result: dict[str, Any]) -> str:

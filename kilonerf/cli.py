@@ -104,11 +104,12 @@ def _cmd_view(args: argparse.Namespace) -> int:
     import time
 
     from kilonerf.viewer.app import ViewerOptions, open_viewer
+    from kilonerf.viewer.controls import MAX_HEIGHT, MIN_HEIGHT
 
     if not 0 <= args.port <= 65535:
         raise KiloNerfError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
-    if args.height is not None and not 1 <= args.height <= 4096:
-        raise KiloNerfError(f"--height must be in 1..4096 pixels, got {args.height}")
+    if args.height is not None and not MIN_HEIGHT <= args.height <= MAX_HEIGHT:
+        raise KiloNerfError(f"--height must be in {MIN_HEIGHT}..{MAX_HEIGHT} pixels, got {args.height}")
     device = torch_device(args.device)
     options = ViewerOptions(height=args.height, model=args.model)
     viewer = open_viewer(args.run, args.data, device, options)
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument("--json", help="also write the means and per-image values to this JSON file")
     p.add_argument("--max-views", type=positive_int, help="evaluate only the first N views")
-    p.add_argument("--backend", choices=["cpu", "torch_ref"],
+    p.add_argument("--backend", metavar="cpu|torch_ref",
                    help="tiny-MLP backend of the student (default: cpu, the compiled one, on the CPU)")
     _add_device(p)
     p.set_defaults(func=_cmd_eval)
@@ -344,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=2, help="views of the test (else val) split (default 2)")
     p.add_argument("--data", help="another folder holding the same scene")
     p.add_argument("--json", help="also write rows, samples_per_s, peak_fraction and details to this JSON file")
-    p.add_argument("--backend", choices=["cpu", "torch_ref"], help="KiloNeRF's backend (default: cpu on the CPU)")
+    p.add_argument("--backend", metavar="cpu|torch_ref", help="KiloNeRF's backend (default: cpu on the CPU)")
     p.add_argument("--nerf-rays", type=int, default=128, help="rays per view timed for the NeRF row (default 128)")
     p.add_argument("--ess-rays", type=int, default=1024,
                    help="rays per view timed for the NeRF + ESS + ERT row (default 1024)")

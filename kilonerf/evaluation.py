@@ -12,21 +12,17 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from kilonerf.data.images import write_png
+from kilonerf.data.images import to_uint8, write_png
 from kilonerf.data.rays import RayTable
 from kilonerf.data.scene import Scene
 from kilonerf.io import atomic_dir, atomic_write_json
+from kilonerf.kernels.perf import sync_device
 from kilonerf.metrics import lpips, psnr, ssim, ssim_skimage
 
 RenderFn = Callable[[Tensor, Tensor], Tensor]
 """origins (N, 3), unit dirs (N, 3) -> rgb (N, 3) in [0, 1]."""
 
 METRICS = ("psnr", "ssim", "ssim_skimage", "lpips")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def evaluate_split(
@@ -63,11 +59,11 @@ def _evaluate(render: RenderFn, scene: Scene, split: str, folder: Path | None, d
     for k in tqdm(range(count), desc=f"eval {split}", disable=not progress, unit="view"):
         origins, dirs, rgb = table.image(k)
         h, w = table.sizes[k]
-        _sync(device)
+        sync_device(device)
         t0 = time.perf_counter()
         with torch.no_grad():
             pred = render(origins, dirs)
-        _sync(device)
+        sync_device(device)
         ms = (time.perf_counter() - t0) * 1000.0
         pred_img = pred.float().clamp(0, 1).reshape(h, w, 3).cpu().numpy()
         gt_img = rgb.reshape(h, w, 3).cpu().numpy()
@@ -81,7 +77,7 @@ def _evaluate(render: RenderFn, scene: Scene, split: str, folder: Path | None, d
         }
         per_image.append(row)
         if folder is not None:
-            write_png(folder / f"{names[k]}.png", (pred_img * 255.0 + 0.5).astype(np.uint8))
+            write_png(folder / f"{names[k]}.png", to_uint8(pred_img))
     result: dict[str, Any] = dict(info)
     result.update({key: float(np.mean([r[key] for r in per_image])) for key in (*METRICS, "ms_per_frame")})
     result.update({"split": split, "views": count, "images": per_image})

@@ -9,7 +9,6 @@ import torch
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.evaluation import RenderFn
-from kilonerf.kernels import available_backends
 from kilonerf.render.occupancy import OccupancyGrid
 from kilonerf.train.config import PipelineConfig
 from kilonerf.train.finetune import StudentRenderer
@@ -52,8 +51,6 @@ def load_student_renderer(
     """The fine-tuned student with its occupancy grid, as a :class:`StudentRenderer` (whose
     ``render_with_stats`` exposes the fast renderer's thresholds and sample counts).
     ``backend``: grouped-evaluation backend (default: the fastest available on ``device``)."""
-    if backend is not None and backend not in available_backends():
-        raise RunError(f"unknown backend '{backend}' (have: {', '.join(available_backends())})")
     student = load_student(run.require(run.student_path, "fine-tuned student", "finetune"), device)
     occupancy = OccupancyGrid.load(run.require(run.occupancy_path, "occupancy grid", "occupancy")).to(device)
     return StudentRenderer(student, occupancy, scene, num_samples, chunk_rays, backend)

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from kilonerf.data.camera_paths import CameraPath, make_camera_path, save_camera_path
 from kilonerf.data.cameras import camera_rays, pixel_coords
+from kilonerf.data.images import to_uint8
 from kilonerf.data.load import load_scene
 from kilonerf.evaluation import RenderFn
 from kilonerf.models import default_model, load_renderer, run_scene_path
@@ -30,7 +31,7 @@ def render_frames(render: RenderFn, path: CameraPath, device: torch.device | str
         origins, dirs = camera_rays(poses[k], intrinsics[k], pixels)
         with torch.no_grad():
             rgb = render(origins, dirs).float().clamp(0, 1)
-        yield (rgb.reshape(path.height, path.width, 3).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+        yield to_uint8(rgb.reshape(path.height, path.width, 3).cpu().numpy())
 
 
 def render_run(

@@ -34,6 +34,8 @@ def check_output(out: str | Path, overwrite: bool) -> str:
     kind = output_kind(out)
     if kind == "mp4" and out.exists() and not overwrite:
         raise KiloNerfError(f"{out}: already exists (pass --overwrite to replace it)")
+    if kind == "dir" and out.exists() and not out.is_dir() and not overwrite:
+        raise KiloNerfError(f"{out}: a file exists there (pass --overwrite to replace it with a folder of frames)")
     if kind == "dir" and out.is_dir() and any(out.iterdir()) and not overwrite:
         raise KiloNerfError(f"{out}: folder exists and is not empty (pass --overwrite to replace it)")
     return kind

@@ -72,3 +72,17 @@ def one_thread():  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def cpu_backend():  # type: ignore[no-untyped-def]
+    """The compiled ``cpu`` backend; skips only where there is no C compiler. A compiler that
+    fails to build or load the kernels fails the test instead: otherwise the comparisons with
+    the reference would silently run the reference against itself."""
+    from kilonerf.kernels.cpu import CpuFusedBackend
+    from kilonerf.kernels.native import NoCompiler
+
+    try:
+        return CpuFusedBackend()
+    except NoCompiler as exc:
+        pytest.skip(f"native kernels unavailable: {exc}")

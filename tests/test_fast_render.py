@@ -137,15 +137,7 @@ def test_empty_occupancy_and_missing_rays(field: MultiNetField, rays: tuple[torc
 # --- the native renderer (compiled `cpu` backend) -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cpu_backend() -> object:
-    from kilonerf.kernels.cpu import CpuFusedBackend
-    from kilonerf.kernels.native import NativeUnavailable
-
-    try:
-        return CpuFusedBackend()
-    except NativeUnavailable as exc:
-        pytest.skip(f"native kernels unavailable: {exc}")
+# cpu_backend: the fixture in conftest.py.
 
 
 def _same_render(a: object, b: object, tol: float = 2e-6) -> None:

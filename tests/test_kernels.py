@@ -120,15 +120,7 @@ def test_registry_and_param_checks() -> None:
 # --- the compiled CPU backend (forward only) against the same per-network loop --------------
 
 
-@pytest.fixture(scope="module")
-def cpu_backend() -> GroupedBackend:
-    from kilonerf.kernels.cpu import CpuFusedBackend
-    from kilonerf.kernels.native import NativeUnavailable
-
-    try:
-        return CpuFusedBackend()
-    except NativeUnavailable as exc:  # no compiler on this machine: nothing to compare
-        pytest.skip(f"native kernels unavailable: {exc}")
+# cpu_backend: the fixture in conftest.py.
 
 
 def _check_forward(backend: GroupedBackend, num_nets: int, net: torch.Tensor, seed: int = 0, spread: float = 1.0) -> None:

@@ -116,7 +116,8 @@ def test_eval_errors_leave_no_output(
     assert not (run / "eval").exists()
 
 
-def test_eval_backends_agree(trained_run: Path, tmp_path: Path) -> None:
+def test_eval_backends_agree(trained_run: Path, tmp_path: Path, cpu_backend: object) -> None:
+    # cpu_backend: built (or skipped without a compiler), so 'cpu' below is not a silent fallback.
     psnrs = {}
     for backend in ("cpu", "torch_ref"):
         out = tmp_path / f"{backend}.json"
@@ -125,7 +126,7 @@ def test_eval_backends_agree(trained_run: Path, tmp_path: Path) -> None:
     assert abs(psnrs["cpu"] - psnrs["torch_ref"]) <= 0.01
 
 
-def test_bench_table(trained_run: Path, tiny_scene: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_table(trained_run: Path, tiny_scene: Path, capsys: pytest.CaptureFixture[str], cpu_backend: object) -> None:
     from kilonerf.bench import format_bench, run_bench
     from kilonerf.data.load import load_scene
     from kilonerf.train.run_dir import RunDir

@@ -100,6 +100,12 @@ def check_same_size(images: Sequence[np.ndarray], paths: Sequence[Path], what: s
             )
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] (clipped) -> uint8, rounding halves up: the one conversion used for
+    every rendered image that is saved, encoded or shown."""
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def encode_png(array: np.ndarray) -> bytes:
     """PNG bytes of an (H, W), (H, W, 3) or (H, W, 4) uint8 array."""
     arr = np.asarray(array)

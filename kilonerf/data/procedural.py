@@ -14,7 +14,6 @@ and the highlight broad (exponent 40) so a small radiance field can learn the sc
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import tempfile

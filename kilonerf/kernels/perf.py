@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+import platform
 import time
+from pathlib import Path
 
 import torch
 
 from kilonerf.kernels.base import layer_shapes
+
+
+def sync_device(device: torch.device | str) -> None:
+    """Wait for queued GPU work (a no-op on the CPU), so that wall-clock timings are honest."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def cpuinfo(prefix: str) -> str | None:
+    """The first line of /proc/cpuinfo starting with ``prefix`` (None where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(prefix):
+                return line
+    except OSError:
+        pass
+    return None
+
+
+def machine_name(device: torch.device | str = "cpu") -> str:
+    """What timings ran on: the GPU's name, or the CPU model and torch's thread count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    line = cpuinfo("model name")
+    cpu = line.split(":", 1)[1].strip() if line else (platform.processor() or platform.machine())
+    return f"{cpu}, {torch.get_num_threads()} threads"
 
 
 def matmul_flops(size: int = 2048, repeats: int = 7, device: torch.device | str = "cpu") -> float:
@@ -19,12 +48,10 @@ def matmul_flops(size: int = 2048, repeats: int = 7, device: torch.device | str 
     out = torch.empty(size, size, device=device)
     best = float("inf")
     for _ in range(repeats + 1):  # the first call warms up allocator and threads
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize(device)
+        sync_device(device)
         t0 = time.perf_counter()
         torch.mm(a, b, out=out)
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize(device)
+        sync_device(device)
         best = min(best, time.perf_counter() - t0)
     return 2.0 * size**3 / best
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from kilonerf.data.images import read_image, write_png
+from kilonerf.data.images import read_image, to_uint8, write_png
 from kilonerf.data.load import load_scene
 from kilonerf.errors import KiloNerfError
 from kilonerf.models import run_scene_path
@@ -72,7 +72,7 @@ def colorize(values: np.ndarray) -> np.ndarray:
     from matplotlib import colormaps
 
     rgba = colormaps[COLORMAP](values)
-    return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)
+    return to_uint8(rgba[..., :3])
 
 
 def write_views(inputs: ReportInputs, names: list[str], assets: Path) -> tuple[list[ViewRow], list[str]]:

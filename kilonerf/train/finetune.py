@@ -29,17 +29,14 @@ from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.fields.multinet import MultiNetField
-from kilonerf.kernels import default_render_backend
+from kilonerf.kernels import default_render_backend, get_backend
 from kilonerf.metrics.psnr import mse_to_psnr_tensor
 from kilonerf.render.dense import render_dense
+from kilonerf.render.fast import render_fast
 from kilonerf.render.occupancy import OccupancyGrid
 from kilonerf.train.config import config_from_dict, pick_preset
 from kilonerf.train.loop import LoopConfig
 
-try:  # the fast renderer; the dense one with an occupancy mask is the fallback
-    from kilonerf.render.fast import render_fast
-except ImportError:  # pragma: no cover - depends on which modules exist
-    render_fast = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -88,8 +85,7 @@ FINETUNE_PRESETS: dict[str, FinetuneConfig] = {
 
 
 class StudentRenderer:
-    """Evaluation renders of a student with ReLU density: the fast renderer when available,
-    else ``render_dense`` evaluating only samples in occupied voxels.
+    """Evaluation renders of a student with ReLU density through the fast renderer.
 
     Rays are sampled uniformly from the scene's near to far (the paper's render setting), or
     between box entry and exit when no scene is given (then the background is black).
@@ -100,7 +96,8 @@ class StudentRenderer:
                  num_samples: int, chunk_rays: int, backend: str | None = None) -> None:  # fmt: skip
         self.student, self.num_samples, self.chunk_rays = student, num_samples, chunk_rays
         device = student.bbox.device
-        self.backend = backend or default_render_backend(device)
+        # Resolved now: a bad name fails at load, and the compiled backend builds here, not mid-render.
+        self.backend = get_backend(backend or default_render_backend(device))
         self.occupancy = occupancy.to(device) if occupancy is not None else None
         self.scene_range = (float(scene.near), float(scene.far)) if scene is not None else None
         self.background = torch.as_tensor(scene.background, dtype=torch.float32, device=device) if scene is not None else None
@@ -126,9 +123,8 @@ class StudentRenderer:
     def render_with_stats(
         self, origins: Tensor, dirs: Tensor, ert_threshold: float = 0.01, skip_empty: bool = True,
         samples_per_pass: int = 8,
-    ) -> tuple[Tensor, int | None]:  # fmt: skip
-        """rays (N, 3) -> rgb (N, 3) and the number of samples evaluated (None when the
-        dense fallback renders). ``ert_threshold`` (0 disables early termination),
+    ) -> tuple[Tensor, int]:  # fmt: skip
+        """rays (N, 3) -> rgb (N, 3) and the number of samples evaluated. ``ert_threshold`` (0 disables early termination),
         ``skip_empty`` (empty-space skipping with the occupancy grid) and ``samples_per_pass``
         are the fast renderer's."""
         self.student.density_activation = "relu"
@@ -136,16 +132,13 @@ class StudentRenderer:
         for i in range(0, origins.shape[0], self.chunk_rays):
             o, d = origins[i : i + self.chunk_rays], dirs[i : i + self.chunk_rays]
             near, far = self.segments(o, d)
-            if render_fast is not None:
-                res = render_fast(self.student, self.occupancy, o, d, near, far, self.num_samples, self.background,
-                                  ert_threshold=ert_threshold, samples_per_pass=samples_per_pass, backend=self.backend,
-                                  use_occupancy=skip_empty and self.occupancy is not None, count_candidates=False)  # fmt: skip
-                evaluated += res.samples_evaluated
-            else:
-                res = render_dense(self.student, o, d, near, far, self.num_samples, self.background, sample_mask=self.mask)
+            res = render_fast(self.student, self.occupancy, o, d, near, far, self.num_samples, self.background,
+                              ert_threshold=ert_threshold, samples_per_pass=samples_per_pass, backend=self.backend,
+                              use_occupancy=skip_empty and self.occupancy is not None, count_candidates=False)  # fmt: skip
+            evaluated += res.samples_evaluated
             out.append(res.rgb)
         rgb = torch.cat(out) if out else origins.new_zeros(0, 3)
-        return rgb, evaluated if render_fast is not None else None
+        return rgb, evaluated
 
 
 def view_dependent_l2(student: MultiNetField) -> Tensor:

@@ -8,7 +8,8 @@ import viser
 
 from kilonerf.viewer.frames import Frame, RenderSettings
 
-MAX_HEIGHT = 1080
+MIN_HEIGHT, MAX_HEIGHT = 16, 1080
+"""Range of the resolution slider (and of ``kilonerf view --height``)."""
 
 
 @dataclass
@@ -43,7 +44,7 @@ def add_controls(
     """Add the panel to one tab's GUI, starting from ``settings`` and the overlay flags."""
     with gui.add_folder("Render"):
         model = gui.add_dropdown("model", models, initial_value=settings.model)
-        height = gui.add_slider("resolution (px)", 16, MAX_HEIGHT, 8, min(MAX_HEIGHT, settings.height),
+        height = gui.add_slider("resolution (px)", MIN_HEIGHT, MAX_HEIGHT, 8, settings.height,
                                 hint="height of the full-resolution frame; moving renders fewer pixels")  # fmt: skip
         ert = gui.add_slider("early termination", 0.0, 0.2, 0.005, settings.ert_threshold,
                              hint="a ray stops once its transmittance is at most this (0: never)")  # fmt: skip

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from kilonerf.data.images import to_uint8
 from kilonerf.data.scene import Scene
 from kilonerf.evaluation import RenderFn
 from kilonerf.errors import RunError
@@ -101,7 +102,7 @@ class FrameRenderer:
             colour, evaluated = render_band(origins[lo : lo + self.band_rays], dirs[lo : lo + self.band_rays])
             rgb.append(colour)
             samples = samples + evaluated if samples is not None and evaluated is not None else None
-        image = torch.cat(rgb).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).reshape(h, w, 3).cpu().numpy()
+        image = to_uint8(torch.cat(rgb).float().reshape(h, w, 3).cpu().numpy())
         seconds = time.perf_counter() - t0
         per_ray = samples / (h * w) if samples is not None else None
         return Frame(image=image, seconds=seconds, samples_per_ray=per_ray, full=full, model=settings.model)
