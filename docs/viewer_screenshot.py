@@ -10,7 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
-from PIL import Image
+from kilonerf.data.images import write_png
 
 from kilonerf.viewer.app import ViewerOptions, open_viewer
 from kilonerf.viewer.browser import (
@@ -41,7 +41,7 @@ def main() -> None:
     finally:
         viewer.stop()
     fraction = foreground_fraction(render_area(image), viewer.scene.background)
-    Image.fromarray(image).save(args.out, optimize=True)
+    write_png(args.out, image)
     print(f"wrote {args.out} ({image.shape[1]} x {image.shape[0]}; {100 * fraction:.0f}% of the render area is scene)")
 
 

@@ -19,9 +19,19 @@ from kilonerf.train.teacher import load_teacher
 MODELS = ("teacher", "student")
 
 
+def available_models(run: RunDir) -> list[str]:
+    """Models whose files exist in the run, student first (it needs its occupancy grid too)."""
+    have = []
+    if run.student_path.is_file() and run.occupancy_path.is_file():
+        have.append("student")
+    if run.stage_checkpoint("teacher").is_file():
+        have.append("teacher")
+    return have
+
+
 def default_model(run: RunDir) -> str:
-    """The student once it exists, else the teacher."""
-    return "student" if run.student_path.is_file() else "teacher"
+    """The student once it can render, else the teacher (whose absence the loader reports)."""
+    return (available_models(run) or ["teacher"])[0]
 
 
 def load_renderer(

@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("viser")
 
-from kilonerf.data.procedural import look_at  # noqa: E402
+from kilonerf.data.cameras import look_at  # noqa: E402
 from kilonerf.errors import RunError  # noqa: E402
 from kilonerf.viewer.adaptive import PreviewSizer  # noqa: E402
 from kilonerf.viewer.camera import ViewCamera, from_opencv, opencv_wxyz  # noqa: E402

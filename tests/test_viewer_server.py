@@ -104,19 +104,16 @@ def test_twenty_clients_connect_and_drop(viewer: Viewer) -> None:
 
     ws_url = viewer.url.replace("http://", "ws://")
     protocol = f"viser-v{viser.__version__}"
-    connected = 0
     for i in range(20):
         ws = connect(ws_url, subprotocols=[protocol], open_timeout=10)  # type: ignore[list-item]
         ws.send(camera_message(viewer, 0.1 * i))  # viser counts a client once it reports its camera
         wait_until(lambda: viewer.loop.tabs(), 10, f"client {i} to be registered")
-        connected += 1
         if i % 2:
             ws.close()
         else:  # dropped without a closing handshake, as when a tab's process dies
             ws.socket.shutdown(socket.SHUT_RDWR)
             ws.close()
         wait_until(lambda: not viewer.clients() and not viewer.loop.tabs(), 10, f"client {i} to be dropped")
-    assert connected == 20
     status, body = http_get(viewer.url)
     assert status == 200 and b"<html" in body.lower()
     assert viewer.loop.running

@@ -61,8 +61,9 @@ class CameraPath:
         return CameraPath(self.poses[:count], self.intrinsics[:count], self.width, self.height)
 
 
-def _reference_cameras(scene: Scene) -> np.ndarray:
-    """Indices of the cameras that define a generated path: the training ones, else all."""
+def reference_cameras(scene: Scene) -> np.ndarray:
+    """Indices of the cameras that stand for the scene (generated paths, the viewer's start and
+    frustums): the training ones, else all."""
     if "train" in scene.splits and len(scene.splits["train"]):
         return scene.splits["train"]
     return np.arange(len(scene))
@@ -71,6 +72,16 @@ def _reference_cameras(scene: Scene) -> np.ndarray:
 def _unit(v: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
     return v / n if n > 1e-9 else fallback
+
+
+def scene_up(scene: Scene) -> np.ndarray:
+    """(3,) unit world 'up': the mean of the reference cameras' up axes (+z for Blender scenes)."""
+    return _unit(scene.poses[reference_cameras(scene)][:, :3, 1].mean(axis=0), np.array([0.0, 0.0, 1.0]))
+
+
+def box_centre(scene: Scene) -> np.ndarray:
+    """(3,) centre of the scene box: what generated paths and the viewer look at."""
+    return scene.bbox.mean(axis=0)
 
 
 def _perpendicular(axis: np.ndarray, hint: np.ndarray) -> np.ndarray:
@@ -85,13 +96,11 @@ def _perpendicular(axis: np.ndarray, hint: np.ndarray) -> np.ndarray:
 def _scene_frame(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, np.ndarray]:
     """What generated paths share: camera centres (M, 3), the box centre (3,), the mean
     camera up (3,) and the first reference camera's width, height and intrinsics (4,)."""
-    idx = _reference_cameras(scene)
+    idx = reference_cameras(scene)
     if len(idx) == 0:
         raise SceneError(scene.root or Path("scene"), "no cameras to build a path from")
-    poses = scene.poses[idx]
-    up = _unit(poses[:, :3, 1].mean(axis=0), np.array([0.0, 0.0, 1.0]))
     h, w = scene.image_size(int(idx[0]))
-    return poses[:, :3, 3], scene.bbox.mean(axis=0), up, w, h, scene.intrinsics[int(idx[0])]
+    return scene.poses[idx][:, :3, 3], box_centre(scene), scene_up(scene), w, h, scene.intrinsics[int(idx[0])]
 
 
 def _path(eyes: np.ndarray, target: np.ndarray, up: np.ndarray, w: int, h: int, intr: np.ndarray) -> CameraPath:

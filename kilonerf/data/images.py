@@ -35,7 +35,7 @@ def read_image(path: str | Path) -> np.ndarray:
             if im.mode not in ("RGB", "RGBA"):
                 has_alpha = "A" in im.getbands() or "transparency" in im.info
                 im = im.convert("RGBA" if has_alpha else "RGB")
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = np.array(im, dtype=np.uint8)  # a writable copy (asarray's view of PIL is read-only)
     except FileNotFoundError:
         raise SceneError(path, "image file not found") from None
     except IsADirectoryError:
@@ -48,7 +48,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise SceneError(path, f"truncated or corrupt image ({exc})") from None
     if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise SceneError(path, f"unexpected image shape {arr.shape}")
-    return np.ascontiguousarray(arr)
+    return arr
 
 
 def composite_rgba(rgba_u8: np.ndarray, background: Sequence[float] | np.ndarray) -> np.ndarray:

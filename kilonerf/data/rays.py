@@ -24,7 +24,7 @@ class RayTable:
         rgbs, img_ids, xys = [], [], []
         for k, i in enumerate(idx):
             h, w = scene.image_size(int(i))
-            rgbs.append(torch.tensor(scene.images[int(i)].reshape(-1, 3)))  # copies: loaders may give read-only arrays
+            rgbs.append(torch.from_numpy(scene.images[int(i)].reshape(-1, 3)))
             img_ids.append(torch.full((h * w,), k, dtype=torch.int32))
             xys.append(pixel_coords(h, w, corner=True).to(torch.int16))
         self.rgb_u8 = torch.cat(rgbs).to(self.device)

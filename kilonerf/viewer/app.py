@@ -23,7 +23,7 @@ import viser
 from kilonerf.data.load import load_scene
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
-from kilonerf.models import run_scene_path
+from kilonerf.models import available_models, run_scene_path
 from kilonerf.train.run_dir import RunDir
 from kilonerf.viewer.adaptive import PreviewSizer
 from kilonerf.viewer.camera import from_opencv, home_view, scene_up
@@ -71,7 +71,7 @@ class Viewer:
     ) -> None:
         self.run, self.scene, self.options = run, scene, options
         self.frames = FrameRenderer(run, scene, torch.device(device))
-        self.models = self.frames.available_models()
+        self.models = available_models(run)
         if not self.models:
             raise RunError(f"{run.root}: nothing to view (no trained student or teacher); run `kilonerf train` first")
         model = options.model or self.models[0]

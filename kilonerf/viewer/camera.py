@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 from viser.transforms import SO3
 
-from kilonerf.data.cameras import camera_rays, pixel_coords
-from kilonerf.data.procedural import look_at
+from kilonerf.data.camera_paths import box_centre, reference_cameras, scene_up
+from kilonerf.data.cameras import camera_rays, look_at, pixel_coords
 from kilonerf.data.scene import Scene
 
 _FLIP_YZ = np.diag([1.0, -1.0, -1.0])
@@ -75,25 +75,15 @@ class TrainingCamera:
     aspect: float
 
 
-def training_cameras(scene: Scene, split: str = "train") -> list[TrainingCamera]:
-    """The cameras of ``split`` (all images if the scene has no such split)."""
-    idx = scene.indices(split) if split in scene.splits else np.arange(len(scene))
-    cams = []
-    for i in idx:
-        h, w = scene.image_size(int(i))
-        fy = float(scene.intrinsics[i, 1])
-        cams.append(TrainingCamera(
-            wxyz=opencv_wxyz(scene.poses[i]), position=scene.poses[i, :3, 3].copy(),
-            fov_y=2.0 * math.atan(0.5 * h / fy), aspect=w / h,
-        ))  # fmt: skip
-    return cams
+def training_cameras(scene: Scene) -> list[TrainingCamera]:
+    """The scene's reference cameras (the training ones, else all) as frustums."""
+    return [_camera(scene, int(i)) for i in reference_cameras(scene)]
 
 
-def scene_up(scene: Scene) -> np.ndarray:
-    """(3,) unit world 'up': the mean of the photos' camera up axes (+z for Blender scenes)."""
-    up = scene.poses[:, :3, 1].mean(axis=0)
-    norm = float(np.linalg.norm(up))
-    return up / norm if norm > 1e-6 else np.array([0.0, 0.0, 1.0])
+def _camera(scene: Scene, i: int) -> TrainingCamera:
+    h, w = scene.image_size(i)
+    fov_y = 2.0 * math.atan(0.5 * h / float(scene.intrinsics[i, 1]))
+    return TrainingCamera(wxyz=opencv_wxyz(scene.poses[i]), position=scene.poses[i, :3, 3].copy(), fov_y=fov_y, aspect=w / h)
 
 
 def home_view(scene: Scene, distance_scale: float = 1.4, turn: float = 0.3) -> tuple[np.ndarray, np.ndarray, float]:
@@ -102,8 +92,8 @@ def home_view(scene: Scene, distance_scale: float = 1.4, turn: float = 0.3) -> t
     that the nearby training cameras are in view but none sits on the line of sight), looking
     at that centre with the photo's vertical field of view. Returns position (3,), look-at
     point (3,) and the field of view in radians."""
-    cam = training_cameras(scene)[0]
-    centre = 0.5 * (scene.bbox[0] + scene.bbox[1])
+    cam = _camera(scene, int(reference_cameras(scene)[0]))
+    centre = box_centre(scene)
     offset = _turn(distance_scale * (cam.position - centre), scene_up(scene), turn)
     return centre + offset, centre, cam.fov_y
 

@@ -65,15 +65,6 @@ class FrameRenderer:
         self._student: StudentRenderer | None = None
         self._teacher: RenderFn | None = None
 
-    def available_models(self) -> list[str]:
-        """Models whose files exist in the run, student first."""
-        have = []
-        if self.run.student_path.is_file() and self.run.occupancy_path.is_file():
-            have.append("student")
-        if self.run.stage_checkpoint("teacher").is_file():
-            have.append("teacher")
-        return have
-
     def student(self) -> StudentRenderer:
         if self._student is None:
             self._student = load_student_renderer(self.run, self.scene, self.device)
