@@ -110,6 +110,8 @@ def test_report_copies_an_outside_video(report_run: Path, tmp_path: Path) -> Non
         (lambda run: (run / "run.json").write_text('{"run_format": 99}'), [], "another kilonerf version"),
         (lambda run: shutil.rmtree(run), [], "run directory not found"),
         (lambda run: (run / "eval" / "teacher_test" / "metrics.json").write_text("{oops"), [], "malformed JSON"),
+        (lambda run: (run / "eval" / "teacher_test" / "metrics.json").write_text('{"images": [{"psnr": 30}]}'), [],
+         "not an evaluation written by `kilonerf eval`"),
     ],
 )
 def test_report_errors(report_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], setup, args, message) -> None:

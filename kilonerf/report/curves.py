@@ -14,11 +14,17 @@ CURVE_STAGES = {
 }
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _stage_series(entry: dict[str, Any]) -> tuple[list[float], list[float], list[float], list[float]]:
     """(times, train PSNRs, val times, val PSNRs) from a stage's history records."""
-    history = [r for r in entry.get("history") or [] if isinstance(r, dict) and "elapsed" in r]
-    train = [(float(r["elapsed"]), float(r["psnr"])) for r in history if "psnr" in r]
-    val = [(float(r["elapsed"]), float(r["val_psnr"])) for r in history if "val_psnr" in r]
+    records = entry.get("history") if isinstance(entry, dict) else None
+    # Records that are not numbers (a hand-edited or foreign stages.json) are left out, not fatal.
+    history = [r for r in records if isinstance(r, dict) and _number(r.get("elapsed"))] if isinstance(records, list) else []
+    train = [(float(r["elapsed"]), float(r["psnr"])) for r in history if _number(r.get("psnr"))]
+    val = [(float(r["elapsed"]), float(r["val_psnr"])) for r in history if _number(r.get("val_psnr"))]
     return [t for t, _ in train], [p for _, p in train], [t for t, _ in val], [p for _, p in val]
 
 

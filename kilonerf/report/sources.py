@@ -50,6 +50,14 @@ def _optional_json(path: Path) -> dict[str, Any] | None:
     return obj
 
 
+def _is_eval(metrics: dict[str, Any]) -> bool:
+    images = metrics.get("images")
+    return isinstance(images, list) and all(
+        isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("psnr"), (int, float))
+        for r in images
+    )
+
+
 def gather(run: RunDir, split: str | None = None, video: str | Path | None = None) -> ReportInputs:
     """Everything the report needs. ``split`` defaults to the first of test / val / train that
     has been evaluated; ``video`` to RUN/video.mp4 when it exists."""
@@ -62,8 +70,9 @@ def gather(run: RunDir, split: str | None = None, video: str | Path | None = Non
         for model in MODELS:
             path = run.eval_dir(model, split) / "metrics.json"
             metrics = _optional_json(path)
-            if metrics is not None and not isinstance(metrics.get("images"), list):
-                raise RunError(f"{path}: not an evaluation written by `kilonerf eval` (no 'images' list)")
+            if metrics is not None and not _is_eval(metrics):
+                raise RunError(f"{path}: not an evaluation written by `kilonerf eval` "
+                               "(needs an 'images' list of objects with a 'name' and a numeric 'psnr')")
             if metrics is not None:
                 evals[model] = metrics
     if video is not None:
