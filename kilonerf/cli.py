@@ -9,6 +9,7 @@ from typing import NoReturn
 from pathlib import Path
 
 from kilonerf.errors import KiloNerfError
+from kilonerf.runtime import reuse_freed_memory
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -358,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    reuse_freed_memory()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

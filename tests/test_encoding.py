@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kilonerf.fields.encoding import encoded_dim, positional_encoding
+from kilonerf.fields.encoding import encoded_dim, grouped_encoding_order, positional_encoding, positional_encoding_grouped
 
 
 def test_widths_of_the_papers_encodings() -> None:
@@ -40,3 +40,12 @@ def test_zero_frequencies_is_identity_and_batches_are_independent() -> None:
     assert torch.equal(positional_encoding(x, 0), x)
     batched = positional_encoding(x.reshape(2, 2, 3), 4)
     torch.testing.assert_close(batched.reshape(4, 27), positional_encoding(x, 4))
+
+
+def test_grouped_encoding_is_a_column_permutation() -> None:
+    x = torch.rand(50, 3) * 2 - 1
+    for freqs in (0, 1, 4, 10):
+        order = grouped_encoding_order(3, freqs)
+        assert sorted(order) == list(range(encoded_dim(3, freqs)))
+        expected = positional_encoding(x, freqs)[:, order]
+        torch.testing.assert_close(positional_encoding_grouped(x, freqs), expected, atol=0, rtol=0)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from kilonerf.errors import KiloNerfError
+from kilonerf.fields.box_cells import box_cells
 
 
 def grid_resolution(bbox: Tensor, max_res: int = 16) -> tuple[int, int, int]:
@@ -52,10 +53,9 @@ class NetworkGrid:
         """(3,) cell extent per axis."""
         return (self.bbox[1] - self.bbox[0]) / torch.tensor(self.res, dtype=self.bbox.dtype, device=self.bbox.device)
 
-    def inside(self, points: Tensor) -> Tensor:
-        """(N, 3) -> bool (N,): inside the closed box."""
-        bbox = self.bbox.to(points)
-        return ((points >= bbox[0]) & (points <= bbox[1])).all(dim=-1)
+    def inside(self, points: Tensor | list[Tensor]) -> Tensor:
+        """(N, 3) (or its three columns) -> bool (N,): inside the closed box."""
+        return box_cells(points, self.bbox, self.res).inside
 
     def locate(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Network index and cell-local coordinates of world points.
@@ -67,15 +67,9 @@ class NetworkGrid:
             [-1, 1] (cell min maps to -1, cell max to +1; meaningless where net_index is -1).
             Points on the box's max faces belong to the last cell along that axis (local +1).
         """
-        bbox = self.bbox.to(points)
-        res = torch.tensor(self.res, device=points.device)
-        # Divide by the extent first: the max corner then gives exactly res (x / x == 1).
-        u = (points - bbox[0]) / (bbox[1] - bbox[0]) * res.to(points.dtype)
-        cell = torch.minimum(torch.floor(u).to(torch.int64).clamp_min(0), res - 1)
-        local = ((u - cell.to(points.dtype)) * 2.0 - 1.0).clamp(-1.0, 1.0)
-        flat = (cell[:, 0] * self.res[1] + cell[:, 1]) * self.res[2] + cell[:, 2]
-        flat = torch.where(self.inside(points), flat, torch.full_like(flat, -1))
-        return flat, local
+        cells = box_cells(points, self.bbox, self.res)
+        local = torch.stack([(u - c.to(u.dtype)) * 2.0 - 1.0 for u, c in zip(cells.u, cells.cell)], dim=-1)
+        return cells.flat(self.res), local.clamp_(-1.0, 1.0)
 
     def cell_bounds(self, net_index: Tensor) -> tuple[Tensor, Tensor]:
         """(K,) network indices -> their cells' min and max corners, each (K, 3)."""

@@ -13,7 +13,11 @@ them: ``num_samples`` points from near to far inclusive. What differs is which a
    computed with the same arithmetic as :func:`kilonerf.render.volume.uniform_samples`.
 2. Passes: every active ray takes its next ``samples_per_pass`` candidates; all of them are
    evaluated in one grouped backend call and composited front to back. A ray leaves when its
-   transmittance drops to ``ert_threshold`` or its candidates run out.
+   transmittance drops to ``ert_threshold`` or its candidates run out. On this (torch) path
+   the pass size doubles every pass up to ``MAX_PASS_SAMPLES``: most rays end in the first
+   passes, and the few that remain would otherwise pay a pass's fixed cost for a handful of
+   samples each time (lego_100 at 100 px: 18 passes of 8 -> 6 passes, 9% more samples
+   evaluated, 15% less time on 1 thread).
 
 Everything is vectorised across rays; the Python loops run over passes and over chunks of
 rays / candidate sub-batches that bound memory. With the compiled ``cpu`` backend the same
@@ -33,6 +37,9 @@ from kilonerf.fields.multinet import MultiNetField
 from kilonerf.kernels import GroupedBackend, get_backend
 from kilonerf.render.fast_native import native_applies, render_native
 from kilonerf.render.occupancy import OccupancyGrid
+
+MAX_PASS_SAMPLES = 64
+"""Largest number of candidates a ray takes in one pass on the torch path."""
 
 
 @dataclass
@@ -81,7 +88,8 @@ def render_fast(
         background: (3,) colour or None (black).
         backend: grouped-evaluation backend name or instance (default: the field's).
         ert_threshold: a ray stops once its transmittance is <= this (0 disables).
-        samples_per_pass: candidates each active ray takes per pass.
+        samples_per_pass: candidates each active ray takes per pass (the first pass on the
+            torch path, doubling every pass up to ``MAX_PASS_SAMPLES``).
         ray_chunk: rays rendered together (bounds memory; larger chunks batch better); the
             native path tiles rays by itself.
         count_candidates: the native path finds candidates while marching, so counting those
@@ -166,20 +174,31 @@ def _sample_range(
     return k_lo, count
 
 
+@dataclass
+class _Candidates:
+    """Samples that need evaluating, ray-major and in ascending order along each ray."""
+
+    ray: Tensor
+    """(M,) int64 ray of each candidate."""
+    t: Tensor
+    """(M,) distance along the ray."""
+    points: Tensor
+    """(M, 3) world position."""
+    counts: Tensor
+    """(N,) candidates per ray."""
+
+
 def _candidates(
     field: MultiNetField, occupancy: OccupancyGrid | None, region: Tensor,
     origins: Tensor, dirs: Tensor, near: Tensor, step: Tensor, num_samples: int,
     coarse_factor: int = 8, max_points: int = 1 << 20,
-) -> tuple[Tensor, Tensor]:
-    """Sample indices that need evaluating, ray-major and ascending.
+) -> _Candidates:
+    """The samples that need evaluating.
 
     Each ray's sample range is cut into runs of G consecutive samples. With occupancy, a run
     is dropped at once if its first point lies in a False cell of the occupancy's
     :meth:`~OccupancyGrid.coarse_skip_grid` (G is chosen so that a run spans at most 0.9 of a
     coarse cell); the surviving runs' samples are then tested exactly, voxel by voxel.
-
-    Returns:
-        cand_k (M,) int64 sample indices and per-ray counts (N,) (CSR without offsets).
     """
     n, device = origins.shape[0], origins.device
     k_lo, count = _sample_range(region, origins, dirs, near, step, num_samples)
@@ -193,44 +212,56 @@ def _candidates(
         run = int(0.9 * float(cell.min()) / max_step) + 1 if max_step > 0 else num_samples
         run = max(1, min(run, num_samples))
         coarse = occupancy.coarse_skip_grid(coarse_factor).to(device)
-        # Coarse-cell coordinates (ring included) of sample k: a + k * b, per ray.
-        a = (origins + near[:, None] * dirs - occupancy.bbox.to(origins)[0]) / cell + 1.0
-        b = step[:, None] * dirs / cell
+        dims = coarse.shape
+        coarse_flat = coarse.reshape(-1)
+        # Coarse-cell coordinates (ring included) of sample k: a + k * b, per ray (one row per axis).
+        a = ((origins + near[:, None] * dirs - occupancy.bbox.to(origins)[0]) / cell + 1.0).t().contiguous()
+        b = (step[:, None] * dirs / cell).t().contiguous()
     runs = (count + run - 1) // run
+    k_end = k_lo + count
     # Sub-batches of whole rays with about max_points samples each, to bound memory.
     ends = torch.cumsum(runs * run, 0)
     total = int(ends[-1]) if n else 0
     cut = torch.searchsorted(ends, torch.arange(max_points, total + max_points, max_points, device=device))
     bounds = sorted({0, *cut.clamp_max(n).tolist(), n})
     offsets = torch.arange(run, device=device)
-    ks, counts = [], []
+    o_cols, d_cols = origins.t().contiguous(), dirs.t().contiguous()
+    rays, ts, points, counts = [], [], [], []
+    # Per-axis columns throughout: (N, 3)-with-(3,) elementwise ops are several times slower.
     for r0, r1 in zip(bounds[:-1], bounds[1:]):
         nr = runs[r0:r1]
         ray = torch.repeat_interleave(torch.arange(r0, r1, device=device), nr)
         first = torch.repeat_interleave(torch.cumsum(nr, 0) - nr, nr)
-        k0 = k_lo[ray] + (torch.arange(ray.shape[0], device=device) - first) * run
+        k0 = k_lo.index_select(0, ray) + (torch.arange(ray.shape[0], device=device) - first) * run
         if coarse is not None:
-            c = torch.floor(a[ray] + k0[:, None].to(a.dtype) * b[ray]).to(torch.int64)
-            dims = torch.tensor(coarse.shape, device=device)
-            ok = ((c >= 0) & (c < dims)).all(dim=1)
-            c = torch.minimum(c.clamp_min(0), dims - 1)
-            ok &= coarse[c[:, 0], c[:, 1], c[:, 2]]
-            ray, k0 = ray[ok], k0[ok]
+            k0f = k0.to(a.dtype)
+            ok = torch.ones_like(k0, dtype=torch.bool)
+            flat = torch.zeros_like(k0)
+            for axis in range(3):
+                c = torch.floor(a[axis].index_select(0, ray) + k0f * b[axis].index_select(0, ray)).to(torch.int64)
+                ok &= (c >= 0) & (c < dims[axis])
+                flat = flat * dims[axis] + c.clamp_(0, dims[axis] - 1)
+            ok &= coarse_flat.index_select(0, flat)
+            live = ok.nonzero()[:, 0]
+            ray, k0 = ray.index_select(0, live), k0.index_select(0, live)
         k = k0[:, None] + offsets  # (R, run)
-        valid = k < (k_lo + count)[ray][:, None]
+        valid = k < k_end.index_select(0, ray)[:, None]
         # Same arithmetic as uniform_samples / render_dense, so the points match bit for bit.
-        t = near[ray][:, None] + k.to(near.dtype) * step[ray][:, None]
-        pts = (origins[ray][:, None, :] + t[..., None] * dirs[ray][:, None, :]).reshape(-1, 3)
-        keep = grid.inside(pts) if occupancy is None else occupancy.lookup(pts)
+        t = near.index_select(0, ray)[:, None] + k.to(near.dtype) * step.index_select(0, ray)[:, None]
+        cols = [o.index_select(0, ray)[:, None] + t * d.index_select(0, ray)[:, None] for o, d in zip(o_cols, d_cols)]
+        keep = grid.inside(cols) if occupancy is None else occupancy.lookup(cols)
         if occupancy is not None and not same_box:
-            keep &= grid.inside(pts)
-        keep &= valid.reshape(-1)
-        ks.append(k.reshape(-1)[keep])
-        ray_of = ray[:, None].expand(-1, run).reshape(-1)[keep]
+            keep &= grid.inside(cols)
+        keep &= valid
+        sel = keep.reshape(-1).nonzero()[:, 0]
+        ray_of = ray[:, None].expand(-1, run).reshape(-1).index_select(0, sel)
+        rays.append(ray_of)
+        ts.append(t.reshape(-1).index_select(0, sel))
+        points.append(torch.stack([c.reshape(-1).index_select(0, sel) for c in cols], dim=1))
         counts.append(torch.bincount(ray_of - r0, minlength=r1 - r0))
-    if not ks:
-        return k_lo.new_zeros(0), torch.zeros_like(count)
-    return torch.cat(ks), torch.cat(counts)
+    if not rays:
+        return _Candidates(k_lo.new_zeros(0), near.new_zeros(0), origins.new_zeros(0, 3), torch.zeros_like(count))
+    return _Candidates(torch.cat(rays), torch.cat(ts), torch.cat(points), torch.cat(counts))
 
 
 def _render_chunk(
@@ -239,44 +270,48 @@ def _render_chunk(
     num_samples: int, ert_threshold: float, samples_per_pass: int,
 ) -> tuple[Tensor, Tensor, Tensor, int, int, int]:
     """rgb (N, 3) without background, depth (N,), acc (N,), evaluated, candidates, passes."""
-    n, device, dtype = origins.shape[0], origins.device, origins.dtype
+    n, device = origins.shape[0], origins.device
     rgb, depth, acc = origins.new_zeros(n, 3), origins.new_zeros(n), origins.new_zeros(n)
     if region is None or n == 0:
         return rgb, depth, acc, 0, 0, 0
     step = (far - near) / max(num_samples - 1, 1)
-    cand_k, cand_count = _candidates(field, occupancy, region, origins, dirs, near, step, num_samples)
-    ptr = torch.cumsum(cand_count, 0) - cand_count
-    end = ptr + cand_count
+    cand = _candidates(field, occupancy, region, origins, dirs, near, step, num_samples)
+    cand_net, cand_local = field.grid.locate(cand.points)
+    ptr = torch.cumsum(cand.counts, 0) - cand.counts
+    end = ptr + cand.counts
     trans = origins.new_ones(n)
-    active = (cand_count > 0).nonzero()[:, 0]
-    grid, params = field.grid, field.params()
-    offsets = torch.arange(samples_per_pass, device=device)
+    active = (cand.counts > 0).nonzero()[:, 0]
+    params = field.params()
     evaluated = passes = 0
+    per = samples_per_pass
     while active.numel() > 0:
         passes += 1
-        idx = ptr[active][:, None] + offsets  # (A, P) candidate slots
-        valid = idx < end[active][:, None]
-        slot = valid.reshape(-1).nonzero()[:, 0]  # flat (A * P) positions of real samples
-        ray = active[slot // samples_per_pass]
-        k = cand_k[idx.reshape(-1)[slot]]
-        t = near[ray] + k.to(dtype) * step[ray]
-        net, local = grid.locate(origins[ray] + t[:, None] * dirs[ray])
-        raw, color = backend.evaluate(params, net, local, dirs[ray])
-        evaluated += int(ray.shape[0])
-        alpha_v = 1.0 - torch.exp(-field.activate_density(raw) * step[ray])
+        a_ptr, a_end = ptr.index_select(0, active), end.index_select(0, active)
+        idx = a_ptr[:, None] + torch.arange(per, device=device)  # (A, P) candidate slots
+        slot = (idx < a_end[:, None]).reshape(-1).nonzero()[:, 0]  # flat (A * P) positions of real candidates
+        c_idx = idx.reshape(-1).index_select(0, slot)
+        ray = cand.ray.index_select(0, c_idx)
+        raw, color = backend.evaluate(
+            params, cand_net.index_select(0, c_idx), cand_local.index_select(0, c_idx), dirs.index_select(0, ray)
+        )
+        evaluated += int(slot.shape[0])
+        alpha_v = 1.0 - torch.exp(-field.activate_density(raw) * step.index_select(0, ray))
         a_cnt = idx.shape[0]
-        alpha = origins.new_zeros(a_cnt * samples_per_pass).index_copy_(0, slot, alpha_v).view(a_cnt, -1)
-        c = origins.new_zeros(a_cnt * samples_per_pass, 3).index_copy_(0, slot, color).view(a_cnt, -1, 3)
-        ts = origins.new_zeros(a_cnt * samples_per_pass).index_copy_(0, slot, t).view(a_cnt, -1)
+        alpha = origins.new_zeros(a_cnt * per).index_copy_(0, slot, alpha_v).view(a_cnt, per)
+        c = origins.new_zeros(a_cnt * per, 3).index_copy_(0, slot, color).view(a_cnt, per, 3)
+        ts = origins.new_zeros(a_cnt * per).index_copy_(0, slot, cand.t.index_select(0, c_idx)).view(a_cnt, per)
         # Same transmittance recurrence as volume.composite (including its 1e-10).
         factors = 1.0 - alpha + 1e-10
-        excl = torch.cumprod(torch.cat([trans[active][:, None], factors[:, :-1]], dim=1), dim=1)
-        w = alpha * excl
-        rgb[active] += (w[..., None] * c).sum(dim=1)
-        depth[active] += (w * ts).sum(dim=1)
-        acc[active] += w.sum(dim=1)
+        excl = torch.cumprod(torch.cat([trans.index_select(0, active)[:, None], factors[:, :-1]], dim=1), dim=1)
+        # A ray ends at the first sample whose transmittance is <= the threshold, wherever it
+        # falls in the pass (the native path does the same), so pass sizes never change the image.
+        w = alpha * excl * (excl > ert_threshold)
+        rgb.index_add_(0, active, (w[..., None] * c).sum(dim=1))
+        depth.index_add_(0, active, (w * ts).sum(dim=1))
+        acc.index_add_(0, active, w.sum(dim=1))
         t_new = excl[:, -1] * factors[:, -1]
-        trans[active] = t_new
-        ptr[active] += samples_per_pass
-        active = active[(ptr[active] < end[active]) & (t_new > ert_threshold)]
-    return rgb, depth, acc, evaluated, int(cand_k.shape[0]), passes
+        trans.index_copy_(0, active, t_new)
+        ptr.index_copy_(0, active, a_ptr + per)
+        active = active[(a_ptr + per < a_end) & (t_new > ert_threshold)]
+        per = max(per, min(2 * per, MAX_PASS_SAMPLES))
+    return rgb, depth, acc, evaluated, int(cand.ray.shape[0]), passes

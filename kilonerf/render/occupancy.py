@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kilonerf.errors import RunError
+from kilonerf.fields.box_cells import box_cells
 from kilonerf.fields.base import RadianceField
 from kilonerf.io import atomic_write_bytes
 
@@ -69,9 +70,11 @@ class OccupancyGrid:
                 f"OccupancyGrid: bits must be uint8 ({(n + 7) // 8},), got {bits.dtype} {tuple(bits.shape)}"
             )
         self.bits = bits
-        # Caches of derived data (grids are immutable): occupied_bounds and coarse_skip_grid.
+        # Caches of derived data (grids are immutable): occupied_bounds, coarse_skip_grid and
+        # the one-byte-per-voxel table lookup reads (unpacking bits per query costs more).
         self._bounds: tuple[Tensor | None] | None = None
         self._coarse: dict[int, Tensor] = {}
+        self._table: Tensor | None = None
 
     @staticmethod
     def from_dense(occupied: Tensor, bbox: Tensor) -> "OccupancyGrid":
@@ -100,25 +103,19 @@ class OccupancyGrid:
     def occupied_fraction(self) -> float:
         return self.num_occupied / (self.res[0] * self.res[1] * self.res[2])
 
-    def voxel_index(self, points: Tensor) -> Tensor:
-        """(N, 3) -> flat voxel index (N,) int64, -1 outside the closed box (max faces belong
-        to the last voxel, as in :meth:`NetworkGrid.locate`)."""
-        bbox = self.bbox.to(points)
-        res = torch.tensor(self.res, device=points.device)
-        # Divide by the extent first: the max corner then gives exactly res (x / x == 1).
-        u = (points - bbox[0]) / (bbox[1] - bbox[0]) * res.to(points.dtype)
-        cell = torch.minimum(torch.floor(u).to(torch.int64).clamp_min(0), res - 1)
-        flat = (cell[:, 0] * self.res[1] + cell[:, 1]) * self.res[2] + cell[:, 2]
-        inside = ((points >= bbox[0]) & (points <= bbox[1])).all(dim=-1)
-        return torch.where(inside, flat, torch.full_like(flat, -1))
+    def voxel_index(self, points: Tensor | list[Tensor]) -> Tensor:
+        """(N, 3) (or its three columns, any equal shapes) -> flat voxel index (N,) int64, -1
+        outside the closed box (max faces belong to the last voxel, as in
+        :meth:`NetworkGrid.locate`)."""
+        return box_cells(points, self.bbox, self.res).flat(self.res)
 
-    def lookup(self, points: Tensor) -> Tensor:
-        """(N, 3) world points -> bool (N,): the point's voxel is occupied (False outside)."""
+    def lookup(self, points: Tensor | list[Tensor]) -> Tensor:
+        """(N, 3) world points (or their three columns) -> bool (N,): the point's voxel is
+        occupied (False outside)."""
         flat = self.voxel_index(points)
-        safe = flat.clamp_min(0)
-        byte = self.bits.to(points.device)[safe >> 3].to(torch.int64)
-        bit = (byte >> (7 - (safe & 7))) & 1
-        return (bit == 1) & (flat >= 0)
+        if self._table is None or self._table.device != flat.device:
+            self._table = self.to_dense().reshape(-1).to(flat.device)
+        return self._table.index_select(0, flat.clamp_min(0).reshape(-1)).reshape(flat.shape) & (flat >= 0)
 
     def dilate(self, voxels: int = 1) -> "OccupancyGrid":
         """A new grid where every voxel within ``voxels`` (Chebyshev distance) of an occupied

@@ -306,6 +306,9 @@ static int64_t render_tile(const kn_render_args *A, const kn_params *P, tile_buf
             int64_t i = B->act[a], r = r0 + i;
             float T = B->trans[i], cr = 0.0f, cg = 0.0f, cb = 0.0f, dep = 0.0f, ac = 0.0f;
             for (int32_t s = B->slot0[a]; s < B->slot0[a] + B->cnt[a]; s++) {
+                /* Terminate at the sample, not at the end of the pass: the image then does not
+                   depend on how candidates are cut into passes. */
+                if (T <= A->ert_threshold) break;
                 float raw = B->s_sigma[s];
                 float sig = raw > 0.0f ? raw : (A->leaky_density ? 0.01f * raw : 0.0f);
                 float alpha = 1.0f - expf(-(sig * A->step[r]));
