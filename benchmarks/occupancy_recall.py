@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kilonerf.data.procedural import ProceduralScene, write_procedural_scene
+from kilonerf.data.procedural import FLOOR, ProceduralScene, write_procedural_scene
 from kilonerf.errors import RunError
 from kilonerf.io import atomic_write_json
 from kilonerf.render.occupancy import OccupancyGrid
@@ -70,6 +70,18 @@ def box_cuts(grid_box: np.ndarray, objects_box: np.ndarray) -> list[float]:
     return [round(float(v), 4) for v in np.concatenate([grid_box[0] - objects_box[0], objects_box[1] - grid_box[1]]).clip(0)]
 
 
+def misses_by_height(missed: np.ndarray, grid: OccupancyGrid, platform: np.ndarray) -> dict[str, int]:
+    """Missed voxels split by where their z-range lies: touching the platform's top face, in
+    the slab below it, or above it (the objects standing on it)."""
+    z0 = float(grid.bbox[0, 2]) + np.arange(grid.res[2]) * float(grid.voxel_size[2])
+    z1 = z0 + float(grid.voxel_size[2])
+    per_z = missed.sum(axis=(0, 1))
+    top = (z0 <= FLOOR) & (z1 >= FLOOR)
+    slab = (z1 < FLOOR) & (z1 >= platform[0, 2])
+    return {"platform_top_layer": int(per_z[top].sum()), "platform_below_top": int(per_z[slab].sum()),
+            "above_platform": int(per_z[z0 > FLOOR].sum())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -109,6 +121,7 @@ def main() -> None:
         "recall_surface": float((marked & surface).sum() / max(1, int(surface.sum()))),
         "marked_over_true": n_marked / max(1, n_true),
         "box_cuts_objects": box_cuts(grid.bbox.numpy(), procedural.bbox),
+        "misses": misses_by_height(truth & ~marked, grid, procedural.object("platform").shape.bounds()),
         "seconds_teacher_and_occupancy": round(seconds, 1),
         "seconds_occupancy": stage_seconds(run).get("occupancy"),
         "settings": {"teacher_params.random_background": cfg.teacher_params.get("random_background"),
