@@ -64,8 +64,8 @@ def main() -> None:
     marks = ([float(m) for m in args.eval_steps.split(",") if m] if by_step
              else [float(m) * 60.0 for m in args.eval_at.split(",") if m])
     scene = load_scene(args.scene, splits=["train", "val"])
-    train, val = RayTable(scene, "train"), RayTable(scene, "val")
     trainer = FastTeacherTrainer(scene, config)
+    train, val = RayTable(scene, "train", with_alpha=trainer.uses_alpha), RayTable(scene, "val")
     gen = torch.Generator().manual_seed(config.seed + 2)
 
     rows: list[dict[str, float]] = []

@@ -15,6 +15,7 @@ from scene_builders import make_blender, make_ngp_from_blender, make_nsvf, rando
 from kilonerf.data import SceneError, detect_format, load_scene
 from kilonerf.data.cameras import camera_rays
 from kilonerf.data.images import composite_rgba, read_image, write_png
+from kilonerf.data.rays import RayTable
 from kilonerf.data.scene import Scene
 
 
@@ -234,3 +235,24 @@ def test_write_png_roundtrip(tmp_path: Path) -> None:
     write_png(tmp_path / "a.png", img)
     np.testing.assert_array_equal(read_image(tmp_path / "a.png"), img)
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_scene_keeps_alpha_of_rgba_images_and_ray_table_serves_it(tmp_path: Path) -> None:
+    root = make_blender(tmp_path / "s", splits={"train": 2, "val": 1})
+    scene = load_scene(root)
+    raw = read_image(root / "train" / "r_1.png")
+    assert raw.shape[2] == 4 and scene.alphas is not None
+    np.testing.assert_array_equal(scene.alphas[1], raw[..., 3])
+    val = scene.subset("val")
+    assert val.alphas is not None and val.alphas[0].shape == val.images[0].shape[:2]
+    _, _, rgba = RayTable(scene, "train", with_alpha=True).image(1)
+    _, _, rgb = RayTable(scene, "train").image(1)
+    assert rgba.shape[1] == 4 and rgb.shape[1] == 3
+    torch.testing.assert_close(rgba[:, :3], rgb)
+    np.testing.assert_array_equal(np.rint(rgba[:, 3].numpy() * 255).astype(np.uint8), raw[..., 3].reshape(-1))
+
+
+def test_rgb_scene_has_no_alpha(tmp_path: Path) -> None:
+    scene = load_scene(make_nsvf(tmp_path / "n"))
+    assert scene.alphas is None and scene.subset("train").alphas is None
+    assert RayTable(scene, "train", with_alpha=True).image(0)[2].shape[1] == 3

@@ -253,3 +253,23 @@ def test_resume_is_bit_identical(split_at: int) -> None:
     assert la == lb
     for (name, pa), pb in zip(a.field.state_dict().items(), b.field.state_dict().values()):
         assert torch.equal(pa, pb), name
+
+
+def test_random_background_targets() -> None:
+    scene = _sphere_scene(size=8, n_views=4)
+    trainer = FastTeacherTrainer(scene, replace(TINY, random_background=True))
+    colour = torch.tensor([0.2, 0.5, 0.7])
+    rgba = torch.tensor([[1.0, 1.0, 1.0, 0.0], [*colour.tolist(), 1.0], [*(0.5 * colour + 0.5).tolist(), 0.5]])
+    rgba = rgba.repeat(20, 1)
+    target, bg = trainer.targets(rgba)
+    assert bg is not None and bg.shape == (60, 3) and bg.min() >= 0 and bg.max() <= 1 and bg.std() > 0.1
+    torch.testing.assert_close(target[0::3], bg[0::3])  # fully transparent: the random colour
+    torch.testing.assert_close(target[1::3], colour.expand(20, 3))  # opaque: unchanged
+    torch.testing.assert_close(target[2::3], 0.5 * colour + 0.5 * bg[2::3])
+    # Without alpha, or with the option off, the photos' own composite is the target.
+    assert trainer.targets(rgba[:, :3])[1] is None
+    plain, no_bg = FastTeacherTrainer(scene, TINY).targets(rgba)
+    assert no_bg is None and torch.equal(plain, rgba[:, :3])
+    # A training step takes RGBA rays.
+    o, d, _ = RayTable(scene, "train").sample(TINY.rays_per_step, torch.Generator().manual_seed(0))
+    assert math.isfinite(float(trainer.train_step(0, o, d, rgba[:1].expand(o.shape[0], 4))["loss"]))

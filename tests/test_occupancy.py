@@ -10,6 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kilonerf.data.cameras import look_at
+from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.render.occupancy import (
@@ -17,9 +19,11 @@ from kilonerf.render.occupancy import (
     OccupancyGrid,
     alpha_from_sigma,
     build_occupancy,
+    opaque_depth,
     reference_step,
     sigma_from_alpha,
 )
+from kilonerf.train.occupancy import add_unseen
 
 BOX = torch.tensor([[-1.0, -0.5, 0.0], [1.0, 0.5, 1.5]])
 
@@ -176,3 +180,54 @@ def test_constant_field_threshold_semantics() -> None:
     above = build_occupancy(Const(sigma_thr * 1.01), BOX, (2, 2, 2), ref_step=0.0211)  # type: ignore[arg-type]
     below = build_occupancy(Const(sigma_thr * 0.99), BOX, (2, 2, 2), ref_step=0.0211)  # type: ignore[arg-type]
     assert above.occupied_fraction == 1.0 and below.occupied_fraction == 0.0
+
+
+# ---- voxels no camera sees ------------------------------------------------------------------
+class _Cube:
+    """Analytic field: constant density inside an axis-aligned cube, zero outside."""
+
+    def __init__(self, half: float, sigma: float = 200.0) -> None:
+        self.half, self.sigma = half, sigma
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        return (points.abs() < self.half).all(dim=-1).float() * self.sigma
+
+    def forward(self, points: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.density(points), torch.ones_like(points) * 0.5
+
+
+def test_opaque_depth_of_a_slab_is_where_transmittance_halves() -> None:
+    cube = _Cube(0.5, sigma=4.0)
+    origins = torch.tensor([[0.0, 0.0, 3.0], [0.9, 0.0, 3.0], [0.0, 0.2, 3.0]])
+    dirs = torch.tensor([[0.0, 0.0, -1.0]]).expand(3, 3)
+    near, far = torch.full((3,), 1.0), torch.full((3,), 5.0)
+    step = 0.01
+    depth = opaque_depth(cube, origins, dirs, near, far, step, block=16)
+    truth = 2.5 + math.log(2.0) / 4.0  # enters the cube at t = 2.5, then tau = 4 (t - 2.5)
+    assert truth - step - 1e-4 <= float(depth[0]) <= truth + 1e-4
+    assert math.isinf(float(depth[1]))  # misses the cube
+    assert float(depth[2]) == float(depth[0])
+    # A segment ending before the crossing never crosses.
+    assert math.isinf(float(opaque_depth(cube, origins[:1], dirs[:1], near[:1], torch.tensor([2.6]), step)[0]))
+
+
+def test_unseen_voxels_behind_a_cube_seen_from_above() -> None:
+    """Cameras above a solid cube: the space under it stays marked, space in front does not."""
+    size, focal = 24, 24 / (2 * math.tan(0.4))
+    eyes = [np.array([0.0, 0.0, 3.5])] + [np.array([0.8 * math.cos(a), 0.8 * math.sin(a), 3.5]) for a in (0.0, 2.1, 4.2)]
+    poses = np.stack([look_at(e) for e in eyes])
+    n = len(eyes)
+    scene = Scene(images=[np.zeros((size, size, 3), np.uint8)] * n,
+                  intrinsics=np.tile([focal, focal, size / 2, size / 2], (n, 1)), poses=poses,
+                  splits={"train": np.arange(n)}, bbox=np.array([[-1.0] * 3, [1.0] * 3]), near=1.0, far=6.0)
+    cube = _Cube(0.3)
+    box = torch.tensor(scene.bbox, dtype=torch.float32)
+    grid = build_occupancy(cube, box, (20, 20, 20), ref_step=0.02)
+    kept = add_unseen(grid, cube, scene, torch.device("cpu"))
+    dense, before = kept.to_dense(), grid.to_dense()
+    assert torch.equal(dense & before, before)  # only adds
+    lookup = kept.lookup(torch.tensor([[0.0, 0.0, -0.5], [0.0, 0.0, -0.9], [0.05, 0.05, 0.0],
+                                       [0.0, 0.0, 0.5], [0.0, 0.0, 0.9], [0.8, 0.8, 0.8], [0.0, 0.8, 0.2]]))
+    assert lookup.tolist() == [True, True, True, False, False, False, False]
+    # The shadow under the cube is a column about the cube's width, not the whole lower half.
+    assert int(dense.sum()) < 0.25 * dense.numel()

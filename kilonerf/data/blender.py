@@ -4,7 +4,8 @@ Per JSON file: ``camera_angle_x`` (focal = 0.5 W / tan(angle / 2)), optionally
 ``camera_angle_y``, and per file or per frame ``fl_x fl_y cx cy w h`` (what ``kilonerf
 convert --to blender`` writes, so non-square and off-centre intrinsics survive). Frames carry
 ``file_path`` (relative to the folder; the original dataset leaves out ``.png``) and a 4 x 4
-OpenGL ``transform_matrix``. RGBA is composited onto the background (white by default).
+OpenGL ``transform_matrix``. RGBA is composited onto the background (white by default); the alpha is kept in
+``Scene.alphas``.
 Defaults: scene box [-1.5, 1.5]^3, near 2, far 6 (the NeRF convention), each overridable by the
 side files described in :mod:`kilonerf.data.load`. Images within a split must share one size.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from kilonerf.data.images import check_same_size, read_rgb_many
+from kilonerf.data.images import check_same_size, read_rgb_alpha_many
 from kilonerf.data.load import (
     check_pose,
     read_json_file,
@@ -140,7 +141,7 @@ def load_blender(
             refs.append((json_path, meta, frame, k))
         split_idx[split] = np.arange(start, len(paths), dtype=np.int64)
 
-    images = read_rgb_many(paths, bg)
+    images, alphas = read_rgb_alpha_many(paths, bg)
     for split, idx in split_idx.items():
         check_same_size([images[i] for i in idx], [paths[i] for i in idx], f"all '{split}' images must share one size")
     intrinsics = np.array(
@@ -160,4 +161,5 @@ def load_blender(
         image_names=[p.stem for p in paths],
         root=root,
         format="blender",
+        alphas=alphas,
     )

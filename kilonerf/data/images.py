@@ -76,16 +76,46 @@ def read_rgb(path: str | Path, background: Sequence[float] | np.ndarray) -> np.n
     return composite_rgba(read_image(path), background)
 
 
-def read_rgb_many(paths: Sequence[Path], background: Sequence[float] | np.ndarray) -> list[np.ndarray]:
+def read_rgb_alpha(path: str | Path, background: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`read_image` then :func:`composite_rgba`, keeping the alpha.
+
+    Returns:
+        (H, W, 3) uint8 composited RGB and the (H, W) uint8 alpha, or None for an RGB file.
+    """
+    image = read_image(path)
+    alpha = image[..., 3].copy() if image.shape[-1] == 4 else None
+    return composite_rgba(image, background), alpha
+
+
+def read_rgb_alpha_many(
+    paths: Sequence[Path], background: Sequence[float] | np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Decode and composite many images in a thread pool (Pillow decodes without the GIL).
 
-    Returns one (H, W, 3) uint8 array per path, in order; the first failing file raises.
+    Returns one (H, W, 3) uint8 array per path, in order, and the alphas as
+    :func:`merge_alphas` gives them; the first failing file raises.
     """
     if len(paths) <= 1:
-        return [read_rgb(p, background) for p in paths]
-    workers = min(8, len(paths), (os.cpu_count() or 1) + 2)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda p: read_rgb(p, background), paths))
+        pairs = [read_rgb_alpha(p, background) for p in paths]
+    else:
+        workers = min(8, len(paths), (os.cpu_count() or 1) + 2)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pairs = list(pool.map(lambda p: read_rgb_alpha(p, background), paths))
+    images = [rgb for rgb, _ in pairs]
+    return images, merge_alphas(images, [a for _, a in pairs])
+
+
+def merge_alphas(images: Sequence[np.ndarray], alphas: Sequence[np.ndarray | None]) -> list[np.ndarray] | None:
+    """None when no image had alpha, else one (H, W) uint8 alpha per image (255 for those
+    without: their pixels are all photographed surface)."""
+    if all(a is None for a in alphas):
+        return None
+    return [a if a is not None else np.full(im.shape[:2], 255, dtype=np.uint8) for im, a in zip(images, alphas)]
+
+
+def read_rgb_many(paths: Sequence[Path], background: Sequence[float] | np.ndarray) -> list[np.ndarray]:
+    """:func:`read_rgb_alpha_many` without the alphas: one (H, W, 3) uint8 array per path."""
+    return read_rgb_alpha_many(paths, background)[0]
 
 
 def check_same_size(images: Sequence[np.ndarray], paths: Sequence[Path], what: str) -> None:

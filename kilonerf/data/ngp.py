@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from kilonerf.data.blender import frame_image_path, frame_intrinsics, frame_pose, read_frames
-from kilonerf.data.images import read_rgb_many
+from kilonerf.data.images import read_rgb_alpha_many
 from kilonerf.data.load import holdout_selection, near_far_from_box, scene_extras, wanted_splits
 from kilonerf.data.scene import SPLIT_NAMES, Scene
 from kilonerf.errors import SceneError
@@ -94,7 +94,7 @@ def load_ngp(
     keep, split_idx = holdout_selection(len(paths), chosen)
 
     bbox, near_far, bg = scene_extras(root, background, default_background=(1.0, 1.0, 1.0))
-    images = read_rgb_many([paths[i] for i in keep], bg)
+    images, alphas = read_rgb_alpha_many([paths[i] for i in keep], bg)
     intrinsics = np.array(
         [frame_intrinsics(meta, kept[i][0], *img.shape[:2], json_path, kept[i][1]) for img, i in zip(images, keep)],
         dtype=np.float64,
@@ -115,4 +115,5 @@ def load_ngp(
         image_names=[paths[i].stem for i in keep],
         root=root,
         format="ngp",
+        alphas=alphas,
     )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kilonerf.data.images import check_same_size, read_rgb_many
+from kilonerf.data.images import check_same_size, read_rgb_alpha_many
 from kilonerf.data.load import (
     check_pose,
     natural_key,
@@ -110,7 +110,7 @@ def load_nsvf(
             paths.append(f)
         split_idx[split] = np.arange(start, len(paths), dtype=np.int64)
 
-    images = read_rgb_many(paths, bg)
+    images, alphas = read_rgb_alpha_many(paths, bg)
     for split, idx in split_idx.items():
         check_same_size([images[i] for i in idx], [paths[i] for i in idx], f"all '{split}' images must share one size")
     pose_arr = np.array(poses, dtype=np.float64).reshape(-1, 4, 4)
@@ -127,4 +127,5 @@ def load_nsvf(
         image_names=[p.stem[2:] for p in paths],
         root=root,
         format="nsvf",
+        alphas=alphas,
     )

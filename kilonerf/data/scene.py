@@ -5,7 +5,8 @@ Conventions (all loaders convert to these):
   camera +x right, +y up, the camera looks along -z. World units are the dataset's own.
 - ``intrinsics`` are pinhole ``fx, fy, cx, cy`` in pixels, with the image's top-left corner
   at (0, 0): the centre of pixel (col i, row j) is at (i + 0.5, j + 0.5).
-- ``images`` are uint8 RGB, already composited onto ``background`` where the source had alpha.
+- ``images`` are uint8 RGB, already composited onto ``background`` where the source had alpha;
+  that alpha is kept in ``alphas`` (so training can re-composite onto other backgrounds).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class Scene:
     """A stable name per image (file stem), used when writing the scene out again."""
     root: Path | None = None
     format: str = ""
+    alphas: list[np.ndarray] | None = None
+    """One (H, W) uint8 coverage per image (255: opaque), as read before compositing; None
+    when no source image had alpha (images without it among others that have it get 255)."""
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -45,6 +49,10 @@ class Scene:
             raise ValueError(
                 f"Scene: {n} images but intrinsics {self.intrinsics.shape} and poses {self.poses.shape}"
             )
+        if self.alphas is not None and (
+            len(self.alphas) != n or any(a.shape != im.shape[:2] for a, im in zip(self.alphas, self.images))
+        ):
+            raise ValueError("Scene: alphas must hold one (H, W) array per image")
         if not self.image_names:
             self.image_names = [f"{i:04d}" for i in range(n)]
 
@@ -77,6 +85,7 @@ class Scene:
             image_names=[self.image_names[i] for i in idx],
             root=self.root,
             format=self.format,
+            alphas=None if self.alphas is None else [self.alphas[i] for i in idx],
         )
 
     def stacked_images(self, split: str) -> np.ndarray:

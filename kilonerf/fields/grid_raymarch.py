@@ -127,7 +127,7 @@ def packed_composite(weights: Tensor, rgb: Tensor, ray_id: Tensor, num_rays: int
         weights: (K,) weights of the samples whose colour is given.
         rgb: (K, 3) their colours.
         ray_id: (K,) their rays.
-        background: (3,) or None (black).
+        background: (3,), per ray (num_rays, 3), or None (black).
         acc_weights, acc_ray_id: optionally all samples' weights for the opacity (when colour
             was evaluated only on a subset); default ``weights`` / ``ray_id``.
     Returns:

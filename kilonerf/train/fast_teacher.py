@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from kilonerf.data.cameras import ray_box_intersect
+from kilonerf.data.rays import recomposite
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.fields.grid_raymarch import (
@@ -75,6 +76,11 @@ class FastTeacherConfig:
     tv_density: float = 0.0
     tv_features: float = 0.0
     """Total-variation weights (on the mean squared neighbour difference of each grid)."""
+    random_background: bool = False
+    """Train on photos re-composited onto a random colour per ray (where the scene has alpha),
+    the model's remaining transmittance showing that colour too: a transparent surface whose
+    colour matches the scene's background is then no longer free (instant-ngp does this for
+    synthetic scenes). Validation and rendering keep the scene's background."""
     eval_chunk_rays: int = 8192
     retain_freed_memory: bool = True
     """Call :func:`retain_freed_memory` when the trainer is built (process-wide, glibc only)."""
@@ -157,6 +163,8 @@ class FastTeacherTrainer:
         self.step = 0
         self.stage = 0
         """How many ``res_schedule`` entries have been applied."""
+        self.uses_alpha = config.random_background
+        """Whether :meth:`train_step` wants the photos' alpha (RGBA targets, see ``RayTable``)."""
 
     # ---- schedule -----------------------------------------------------------------------
     def _make_optimizer(self, old: torch.optim.Adam | None = None) -> torch.optim.Adam:
@@ -201,8 +209,10 @@ class FastTeacherTrainer:
         return self.field.update_occupancy(sigma)
 
     # ---- rendering ----------------------------------------------------------------------
-    def render(self, origins: Tensor, dirs: Tensor, jitter: Tensor | None) -> TeacherRender:
-        """Differentiable render of rays (N, 3); ``jitter`` (N,) in [0, 1) or None (step centres)."""
+    def render(self, origins: Tensor, dirs: Tensor, jitter: Tensor | None,
+               background: Tensor | None = None) -> TeacherRender:
+        """Differentiable render of rays (N, 3); ``jitter`` (N,) in [0, 1) or None (step centres);
+        ``background`` (3,) or per ray (N, 3), default the scene's."""
         f = self.field
         near, far, hit = ray_box_intersect(origins, dirs, f.bbox)
         near = near.clamp_min(self.near)
@@ -218,12 +228,28 @@ class FastTeacherTrainer:
         keep = torch.nonzero(weights.detach() > self.config.color_weight_threshold).squeeze(1)
         ray_k = s.ray_id.index_select(0, keep)
         rgb = f.color(s.points.index_select(0, keep), dirs, ray_k)
-        color, acc = packed_composite(weights.index_select(0, keep), rgb, ray_k, n, self.background,
+        bg = self.background if background is None else background
+        color, acc = packed_composite(weights.index_select(0, keep), rgb, ray_k, n, bg,
                                       acc_weights=weights, acc_ray_id=s.ray_id)
         return TeacherRender(color, acc, alpha, weights, s.t, s.ray_id, start, step)
 
+    def targets(self, rgb: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Training colours and the background to render them with.
+
+        Args:
+            rgb: (N, 3) composited on the scene's background, or (N, 4) with the alpha last.
+        Returns:
+            target (N, 3) and the per-ray background (N, 3), or None for the scene's own: with
+            ``random_background`` and an alpha column, a uniform random colour per ray.
+        """
+        if not (self.config.random_background and rgb.shape[1] == 4):
+            return rgb[:, :3], None
+        bg = torch.rand(rgb.shape[0], 3, generator=self.generator, device=self.device)
+        return recomposite(rgb[:, :3], rgb[:, 3], self.background, bg), bg
+
     # ---- Trainable ----------------------------------------------------------------------
     def train_step(self, step: int, origins: Tensor, dirs: Tensor, rgb: Tensor) -> dict[str, Tensor]:
+        """One step on rays (B, 3) and colours (B, 3), or (B, 4) RGBA when ``uses_alpha``."""
         c = self.config
         while self.stage < len(c.res_schedule) and step >= c.res_schedule[self.stage][0]:
             self._apply_stage(self.stage)
@@ -236,7 +262,8 @@ class FastTeacherTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = (c.lr_grid if group["name"] == "grid" else c.lr_mlp) * factor
         jitter = torch.rand(origins.shape[0], generator=self.generator, device=self.device)
-        out = self.render(origins, dirs, jitter)
+        rgb, background = self.targets(rgb)
+        out = self.render(origins, dirs, jitter, background)
         n = origins.shape[0]
         mse = torch.mean((out.rgb - rgb) ** 2)
         loss = mse

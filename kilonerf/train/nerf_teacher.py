@@ -87,6 +87,9 @@ class NeRFTeacherTrainer:
     render as the background colour.
     """
 
+    uses_alpha = False
+    """Trains on the photos as composited (the paper's white background), never on their alpha."""
+
     def __init__(self, scene: Scene, config: NeRFTeacherConfig, device: torch.device | str = "cpu") -> None:
         self.config = config
         self.device = torch.device(device)

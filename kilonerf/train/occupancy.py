@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from kilonerf.data.cameras import ray_box_intersect
+from kilonerf.data.rays import RayTable
 from kilonerf.data.scene import Scene
 from kilonerf.fields.base import RadianceField
 from kilonerf.fields.network_grid import grid_resolution
@@ -13,7 +15,9 @@ from kilonerf.render.occupancy import (
     alpha_from_sigma,
     build_occupancy,
     default_resolution,
+    opaque_depth,
     reference_step,
+    unseen_voxels,
 )
 from kilonerf.train.config import OccupancyConfig, StudentConfig
 
@@ -49,4 +53,38 @@ def build_student_occupancy(
         field, box, res, threshold, ref_step=reference_step(scene.near, scene.far),
         samples_per_axis=cfg.samples_per_axis, device=device,
     )  # fmt: skip
-    return grid.dilate(cfg.dilation) if cfg.dilation > 0 else grid
+    grid = grid.dilate(cfg.dilation) if cfg.dilation > 0 else grid
+    return add_unseen(grid, field, scene, device) if cfg.keep_unseen else grid
+
+
+def training_depths(field: RadianceField, scene: Scene, box: torch.Tensor, step: float, device: torch.device) -> list[torch.Tensor]:
+    """One (H, W) depth map per training image: where the ray's transmittance through
+    ``field`` drops below 1/2 (:func:`opaque_depth`) inside ``box`` (2, 3); inf where the ray
+    leaves the box unstopped, the far plane where the far plane cut it off (nothing was
+    observed beyond it)."""
+    table = RayTable(scene, "train", device=device)
+    depths = []
+    for k, (h, w) in enumerate(table.sizes):
+        origins, dirs, _ = table.image(k)
+        t0, t1, hit = ray_box_intersect(origins, dirs, box.to(device))
+        near = t0.clamp_min(scene.near)
+        far = torch.where(hit, t1.clamp_max(scene.far), near)
+        depth = opaque_depth(field, origins, dirs, near, far, step)
+        cut = torch.isinf(depth) & hit & (t1 > scene.far)
+        depths.append(torch.where(cut, torch.full_like(depth, scene.far), depth).reshape(h, w))
+    return depths
+
+
+def add_unseen(grid: OccupancyGrid, field: RadianceField, scene: Scene, device: torch.device) -> OccupancyGrid:
+    """``grid`` plus the voxels no training camera sees (:func:`unseen_voxels` of the
+    unmarked ones): behind the teacher's surfaces from every view, such as object interiors
+    and undersides the cameras never look at. The photos say nothing about them, so
+    empty-space skipping must not drop them."""
+    box = grid.bbox.to(device)
+    depths = training_depths(field, scene, box, float(grid.voxel_size.min()), device)
+    idx = scene.indices("train")
+    poses = torch.as_tensor(scene.poses[idx], dtype=torch.float32)
+    intrinsics = torch.as_tensor(scene.intrinsics[idx], dtype=torch.float32)
+    marked = grid.to_dense().to(device)
+    unseen = unseen_voxels(~marked, box, poses, intrinsics, depths, scene.near)
+    return OccupancyGrid.from_dense(marked | unseen, grid.bbox)

@@ -64,9 +64,20 @@ def open_run(
         target = getattr(cfg, section, None)
         if not isinstance(target, dict) or name not in target:
             raise RunError(f"unknown setting '{key}'")
-        target[name] = type(target[name])(value) if target[name] is not None else value
+        target[name] = convert_setting(key, target[name], value)
     run.write_meta({"data": str(Path(data).resolve()), "config": cfg.to_dict()})
     return run, cfg, scene
+
+
+def convert_setting(key: str, current: Any, value: Any) -> Any:
+    """``value`` (often a command-line string) as the type of the setting's ``current`` value;
+    booleans take true/false/1/0 (``bool("false")`` would be True)."""
+    if isinstance(current, bool) and isinstance(value, str):
+        words = {"true": True, "1": True, "false": False, "0": False}
+        if value.strip().lower() not in words:
+            raise RunError(f"setting '{key}' is true or false, got '{value}'")
+        return words[value.strip().lower()]
+    return type(current)(value) if current is not None else value
 
 
 def check_new_run_root(run: RunDir, data: Path) -> None:

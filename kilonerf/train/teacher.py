@@ -33,7 +33,7 @@ def train_teacher(
 ) -> TrainingResult:
     """Train (or resume) the teacher into ``RUN/teacher/checkpoint.pt``."""
     trainer = make_teacher(kind, scene, params, device)
-    train_rays = RayTable(scene, "train", device=device)
+    train_rays = RayTable(scene, "train", device=device, with_alpha=trainer.uses_alpha)
     val_rays = RayTable(scene, "val", device=device) if "val" in scene.splits else None
     return run_training(trainer, train_rays, val_rays, loop, run.stage_checkpoint("teacher"), stage="teacher")
 
