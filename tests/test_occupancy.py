@@ -19,10 +19,10 @@ from kilonerf.render.occupancy import (
     OccupancyGrid,
     alpha_from_sigma,
     build_occupancy,
-    opaque_depth,
     reference_step,
     sigma_from_alpha,
 )
+from kilonerf.render.carving import opaque_depth
 from kilonerf.train.occupancy import add_unseen
 
 BOX = torch.tensor([[-1.0, -0.5, 0.0], [1.0, 0.5, 1.5]])

@@ -9,15 +9,14 @@ from kilonerf.data.rays import RayTable
 from kilonerf.data.scene import Scene
 from kilonerf.fields.base import RadianceField
 from kilonerf.fields.network_grid import grid_resolution
+from kilonerf.render.carving import opaque_depth, unseen_voxels
 from kilonerf.render.occupancy import (
     PAPER_REF_STEP,
     OccupancyGrid,
     alpha_from_sigma,
     build_occupancy,
     default_resolution,
-    opaque_depth,
     reference_step,
-    unseen_voxels,
 )
 from kilonerf.train.config import OccupancyConfig, StudentConfig
 
