@@ -273,3 +273,21 @@ def test_random_background_targets() -> None:
     # A training step takes RGBA rays.
     o, d, _ = RayTable(scene, "train").sample(TINY.rays_per_step, torch.Generator().manual_seed(0))
     assert math.isfinite(float(trainer.train_step(0, o, d, rgba[:1].expand(o.shape[0], 4))["loss"]))
+
+
+def test_coarse_phase_colours_every_sample() -> None:
+    """At the start every sample's weight is below ``color_weight_threshold``; skipping their
+    colour would render the object black whatever the grid says (which biased training with
+    random backgrounds). In the coarse phase all samples are coloured, later the threshold holds."""
+    scene = _sphere_scene(size=8, n_views=4)
+    trainer = FastTeacherTrainer(scene, replace(TINY, alpha_init=1e-3, color_weight_threshold=2e-3))
+    o, d, _ = RayTable(scene, "train").image(0)
+    black = torch.zeros(3)
+    with torch.no_grad():
+        trainer.field.feature_grid[:3].fill_(10.0)  # diffuse colour sigmoid(10): white
+        out = trainer.render(o, d, None, black)
+    assert float(out.weights.max()) < 2e-3 and float(out.acc.max()) > 0.01
+    torch.testing.assert_close(out.rgb, out.acc[:, None].expand(-1, 3) * torch.sigmoid(torch.tensor(10.0)))
+    trainer.stage = 1  # past the coarse phase: faint samples are skipped (black) again
+    with torch.no_grad():
+        assert float(trainer.render(o, d, None, black).rgb.max()) == 0.0
