@@ -13,11 +13,11 @@ import shutil
 import time
 from pathlib import Path
 
-
 from kilonerf.evaluation import evaluate_split, format_table
 from kilonerf.io import atomic_write_json
 from kilonerf.kernels.perf import machine_name
 from kilonerf.models import load_renderer
+from kilonerf.runtime import reuse_freed_memory
 from kilonerf.train.pipeline import default_device, open_run, run_pipeline, stage_seconds
 from kilonerf.train.run_dir import RunDir
 
@@ -34,7 +34,7 @@ def main() -> None:
                     help="copy the teacher checkpoint and occupancy grid of another run of the same scene and preset "
                     "(e.g. for the --no-distill ablation, so both students share one teacher)")
     args = ap.parse_args()
-
+    reuse_freed_memory()  # as the kilonerf command does
     device = default_device()
     run, cfg, scene = open_run(args.data, args.out, args.preset, None, args.no_distill)
     if args.reuse_teacher:

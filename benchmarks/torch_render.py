@@ -8,7 +8,8 @@ near to far) with the ``torch_ref`` backend, ``--repeats`` times, after one warm
 view it keeps the best of the repeats (the machine's other load only ever adds time) and
 prints the mean of those bests, the median and mean over all renders, samples evaluated per
 view and the PSNR against the photos. Applies :func:`kilonerf.runtime.reuse_freed_memory`
-as the ``kilonerf`` command does.
+as the ``kilonerf`` command does. ``--profile`` then renders the views once more under
+``torch.profiler`` and prints the operators with the most self CPU time per view.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backend", default="torch_ref")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     reuse_freed_memory()
     torch.set_num_threads(args.threads)
@@ -75,6 +77,14 @@ def main() -> None:
         print(f"{key:>28}: {value:.2f}" if isinstance(value, float) else f"{key:>28}: {value}")
     if args.json:
         atomic_write_json(args.json, result)
+    if args.profile:
+        with torch.profiler.profile() as prof:
+            for origins, dirs, _ in views:
+                renderer.render(origins, dirs)
+        ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:12]
+        print("self CPU time per view (profiled render):")
+        for e in ops:
+            print(f"{e.key:>28}: {e.self_cpu_time_total / 1000 / len(views):7.1f} ms")
 
 
 if __name__ == "__main__":
