@@ -136,3 +136,26 @@ def test_config_rebuilds_identical_field() -> None:
     pts = torch.rand(32, 3) * 2 - 1
     dirs = torch.nn.functional.normalize(torch.randn(32, 3), dim=-1)
     assert all(torch.equal(a, b) for a, b in zip(field(pts, dirs), clone(pts, dirs)))
+
+
+def test_box_cells_columns_match_broadcast_arithmetic() -> None:
+    # The per-axis form must give bit for bit what (N, 3)-with-(3,) arithmetic gives, on faces
+    # and cell boundaries too (the compiled renderer repeats that arithmetic).
+    from kilonerf.fields.box_cells import box_cells, box_inside
+
+    bbox = torch.tensor([[-0.637, -1.153, -0.339], [0.641, 1.149, 1.037]])
+    res = (9, 16, 10)
+    gen = torch.Generator().manual_seed(0)
+    k = torch.randint(0, 17, (3000, 3), generator=gen).float() / 16
+    pts = torch.cat([bbox[0] + (torch.rand(3000, 3, generator=gen) * 1.2 - 0.1) * (bbox[1] - bbox[0]),
+                     bbox[0] + k * (bbox[1] - bbox[0]), bbox, torch.nextafter(bbox, bbox + 1)])
+    u = (pts - bbox[0]) / (bbox[1] - bbox[0]) * torch.tensor(res, dtype=torch.float32)
+    cell = torch.minimum(torch.floor(u).long().clamp_min(0), torch.tensor(res) - 1)
+    inside = ((pts >= bbox[0]) & (pts <= bbox[1])).all(dim=-1)
+    flat = torch.where(inside, (cell[:, 0] * res[1] + cell[:, 1]) * res[2] + cell[:, 2], -1)
+    cells = box_cells(pts, bbox, res)
+    assert torch.equal(torch.stack(cells.u, 1), u) and torch.equal(cells.flat(res), flat)
+    assert torch.equal(box_inside(pts, bbox), inside) and not bool(inside.all()) and bool(inside.any())
+    # Columns of any shape give the same as the flattened points.
+    cols = [pts[:, a].reshape(-1, 2) for a in range(3)]  # 6004 points
+    assert torch.equal(box_cells(cols, bbox, res).flat(res).reshape(-1), flat)

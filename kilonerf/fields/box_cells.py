@@ -36,15 +36,28 @@ def box_cells(points: Tensor | list[Tensor], bbox: Tensor, res: tuple[int, int, 
     (3,) one run several times slower on the CPU, and the arithmetic per element is the same
     (so results are bit for bit those of the broadcast form).
     """
-    cols = [points[:, a] for a in range(3)] if isinstance(points, Tensor) else points
+    cols = _columns(points)
     box = bbox.to(cols[0])
     extent = box[1] - box[0]
     u, cell = [], []
-    inside = torch.ones(cols[0].shape, dtype=torch.bool, device=cols[0].device)
     for a, p in enumerate(cols):
         # Divide by the extent first: the max corner then gives exactly res (x / x == 1).
         ua = (p - box[0, a]) / extent[a] * float(res[a])
         u.append(ua)
         cell.append(torch.floor(ua).to(torch.int64).clamp_(0, res[a] - 1))
-        inside &= (p >= box[0, a]) & (p <= box[1, a])
-    return BoxCells(u, cell, inside)
+    return BoxCells(u, cell, box_inside(cols, box))
+
+
+def box_inside(points: Tensor | list[Tensor], bbox: Tensor) -> Tensor:
+    """bool: ``points`` ((N, 3) or its three columns) inside the closed box ``bbox`` (2, 3),
+    tested column by column like :func:`box_cells`."""
+    cols = _columns(points)
+    box = bbox.to(cols[0])
+    inside = (cols[0] >= box[0, 0]) & (cols[0] <= box[1, 0])
+    for a in (1, 2):
+        inside &= (cols[a] >= box[0, a]) & (cols[a] <= box[1, a])
+    return inside
+
+
+def _columns(points: Tensor | list[Tensor]) -> list[Tensor]:
+    return [points[:, a] for a in range(3)] if isinstance(points, Tensor) else list(points)

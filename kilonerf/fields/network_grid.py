@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from kilonerf.errors import KiloNerfError
-from kilonerf.fields.box_cells import box_cells
+from kilonerf.fields.box_cells import box_cells, box_inside
 
 
 def grid_resolution(bbox: Tensor, max_res: int = 16) -> tuple[int, int, int]:
@@ -55,7 +55,7 @@ class NetworkGrid:
 
     def inside(self, points: Tensor | list[Tensor]) -> Tensor:
         """(N, 3) (or its three columns) -> bool (N,): inside the closed box."""
-        return box_cells(points, self.bbox, self.res).inside
+        return box_inside(points, self.bbox)
 
     def locate(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Network index and cell-local coordinates of world points.

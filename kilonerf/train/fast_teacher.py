@@ -11,7 +11,6 @@ coarse phase, see :meth:`FastTeacherTrainer.color_threshold`).
 
 from __future__ import annotations
 
-import ctypes
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from kilonerf.fields.grid_raymarch import (
 )
 from kilonerf.fields.grid_teacher import GridTeacherField
 from kilonerf.metrics.psnr import mse_to_psnr_tensor
+from kilonerf.runtime import reuse_freed_memory
 from kilonerf.train.config import config_from_dict
 
 
@@ -86,7 +86,8 @@ class FastTeacherConfig:
     synthetic scenes). Validation and rendering keep the scene's background."""
     eval_chunk_rays: int = 8192
     retain_freed_memory: bool = True
-    """Call :func:`retain_freed_memory` when the trainer is built (process-wide, glibc only)."""
+    """Call :func:`kilonerf.runtime.reuse_freed_memory` when the trainer is built
+    (process-wide, glibc only; without it page faults cost ~20% of a step)."""
     seed: int = 0
 
     @classmethod
@@ -116,25 +117,6 @@ class TeacherRender:
     step: float
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-
-
-def retain_freed_memory() -> bool:
-    """Make glibc keep freed memory for reuse instead of returning it to the OS.
-
-    Each training step allocates tens of large temporaries (per-sample arrays, the dense grid
-    gradients); by default glibc serves every one of them with a fresh ``mmap`` whose pages
-    fault in on first touch, which cost ~20% of a step here (measured). Process-wide and
-    harmless elsewhere (peak memory is unchanged); a no-op returning False off glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
-    except (OSError, AttributeError):
-        return False
-
-
-
 def grid_tv(grid: Tensor) -> Tensor:
     """Mean squared difference of neighbouring nodes along each axis of a (C, Rz, Ry, Rx) grid."""
     return ((grid[:, 1:] - grid[:, :-1]).square().mean() + (grid[:, :, 1:] - grid[:, :, :-1]).square().mean()
@@ -149,7 +131,7 @@ class FastTeacherTrainer:
         self.device = torch.device(device)
         self.rays_per_step = config.rays_per_step
         if config.retain_freed_memory:
-            retain_freed_memory()
+            reuse_freed_memory()
         box = torch.as_tensor(scene.bbox, dtype=torch.float32, device=self.device)
         self.near, self.far = float(scene.near), float(scene.far)
         self.background = torch.as_tensor(scene.background, dtype=torch.float32, device=self.device)
