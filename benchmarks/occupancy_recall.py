@@ -125,6 +125,7 @@ def main() -> None:
         "seconds_teacher_and_occupancy": round(seconds, 1),
         "seconds_occupancy": stage_seconds(run).get("occupancy"),
         "settings": {"teacher_params.random_background": cfg.teacher_params.get("random_background"),
+                     "teacher_params.mask_weight": cfg.teacher_params.get("mask_weight"),
                      "occupancy.keep_unseen": cfg.occupancy.get("keep_unseen")},
     }
     for k, v in result.items():

@@ -93,10 +93,11 @@ class RecordingBackend(GroupedBackend):
         self.points: list[Tensor] = []
         self.dirs: list[Tensor] = []
 
-    def evaluate(self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+    def evaluate(self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor,
+                 dir_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self.points.append(self.field.grid.to_world(net_index, local_pos))
-        self.dirs.append(dirs)
-        return self.inner.evaluate(params, net_index, local_pos, dirs)
+        self.dirs.append(dirs if dir_index is None else dirs.index_select(0, dir_index))
+        return self.inner.evaluate(params, net_index, local_pos, dirs, dir_index)
 
 
 def time_mlp(field: NeRFField, points: Tensor, dirs: Tensor, batch: int = 1 << 16) -> float:

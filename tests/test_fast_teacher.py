@@ -178,11 +178,12 @@ def test_occupancy_skips_only_cells_below_threshold() -> None:
 
 
 # ---- training on a tiny scene ---------------------------------------------------------------
-def _sphere_scene(size: int = 24, n_views: int = 10) -> Scene:
-    """A sphere of radius 0.6 at the origin, coloured by its normal, on white; rays traced here."""
+def _sphere_scene(size: int = 24, n_views: int = 10, white: bool = False) -> Scene:
+    """A sphere of radius 0.6 at the origin, coloured by its normal (or ``white``, with the
+    photos' alpha kept), on white; rays traced here."""
     focal = 0.5 * size / math.tan(0.35)
     intr = np.array([focal, focal, size / 2, size / 2])
-    poses, images = [], []
+    poses, images, alphas = [], [], []
     for k in range(n_views):
         az, el = 2 * math.pi * k / n_views, 0.3 + 0.4 * (k % 3) / 2
         eye = 3.0 * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
@@ -192,13 +193,16 @@ def _sphere_scene(size: int = 24, n_views: int = 10) -> Scene:
         disc = b * b - (o * o).sum(-1) + 0.36
         t = -b - torch.sqrt(disc.clamp_min(0))
         normal = F.normalize(o + t[:, None] * d, dim=-1)
-        rgb = torch.where((disc > 0)[:, None], 0.5 + 0.45 * normal, torch.ones(1, dtype=torch.float64))
+        colour = torch.ones_like(normal) if white else 0.5 + 0.45 * normal
+        rgb = torch.where((disc > 0)[:, None], colour, torch.ones(1, dtype=torch.float64))
         images.append((rgb.view(size, size, 3).numpy() * 255).round().astype(np.uint8))
+        alphas.append(np.where((disc > 0).view(size, size).numpy(), 255, 0).astype(np.uint8))
         poses.append(pose)
     n = len(images)
     return Scene(images=images, intrinsics=np.tile(intr, (n, 1)), poses=np.stack(poses),
                  splits={"train": np.arange(n - 2), "val": np.arange(n - 2, n)},
-                 bbox=np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), near=1.0, far=5.0)
+                 bbox=np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), near=1.0, far=5.0,
+                 alphas=alphas if white else None)
 
 
 TINY = FastTeacherConfig(total_steps=200, rays_per_step=256, coarse_res=16, coarse_rays=256,
@@ -273,6 +277,26 @@ def test_random_background_targets() -> None:
     # A training step takes RGBA rays.
     o, d, _ = RayTable(scene, "train").sample(TINY.rays_per_step, torch.Generator().manual_seed(0))
     assert math.isfinite(float(trainer.train_step(0, o, d, rgba[:1].expand(o.shape[0], 4))["loss"]))
+
+
+def test_mask_loss_makes_a_background_coloured_object_opaque() -> None:
+    """A white sphere on white: the photos alone cannot tell it from empty space (the sparsity
+    loss then empties it); with ``mask_weight`` the photos' alpha makes it opaque."""
+    scene = _sphere_scene(size=16, n_views=8, white=True)
+    o, d, _ = RayTable(scene, "val").image(0)
+    inside = torch.from_numpy(scene.alphas[int(scene.indices("val")[0])].reshape(-1) > 0)
+    cfg = replace(TINY, total_steps=60, res_schedule=((1000, 20, 16),))
+    opacity = {}
+    for weight in (0.0, 1.0):
+        trainer = FastTeacherTrainer(scene, replace(cfg, mask_weight=weight))
+        assert trainer.uses_alpha == (weight > 0)
+        table = RayTable(scene, "train", with_alpha=trainer.uses_alpha)
+        _train(trainer, table, range(cfg.total_steps), seed=1)
+        with torch.no_grad():
+            acc = trainer.render(o, d, None).acc
+        opacity[weight] = (float(acc[inside].mean()), float(acc[~inside].mean()))
+    assert opacity[0.0][0] < 0.3, opacity
+    assert opacity[1.0][0] > 0.7 and opacity[1.0][1] < 0.2, opacity
 
 
 def test_coarse_phase_colours_every_sample() -> None:

@@ -105,9 +105,10 @@ class RecordingBackend(GroupedBackend):
     def __init__(self) -> None:
         self.seen: list[tuple[Tensor, Tensor]] = []
 
-    def evaluate(self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+    def evaluate(self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor,
+                 dir_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self.seen.append((net_index.detach().clone(), local_pos.detach().clone()))
-        return get_backend("torch_ref").evaluate(params, net_index, local_pos, dirs)
+        return get_backend("torch_ref").evaluate(params, net_index, local_pos, dirs, dir_index)
 
 
 def test_samples_in_empty_voxels_are_not_evaluated(scene) -> None:  # type: ignore[no-untyped-def]

@@ -96,6 +96,30 @@ def test_many_networks() -> None:
     _check_against_loop(TorchRefBackend(), 300, torch.randint(0, 300, (500,), generator=gen))
 
 
+def _check_dir_index(backend: GroupedBackend, grads: bool) -> None:
+    """``dirs`` (D, 3) with ``dir_index`` must equal the loop on ``dirs[dir_index]``, values and
+    (for differentiable backends) the gradients reaching the shared directions."""
+    gen = torch.Generator().manual_seed(11)
+    p = _params(30)
+    net = torch.randint(0, 30, (600,), generator=gen)
+    pos = torch.rand((600, 3), generator=gen) * 2 - 1
+    rays = torch.nn.functional.normalize(torch.randn((40, 3), generator=gen), dim=-1).requires_grad_(grads)
+    idx = torch.randint(0, 40, (600,), generator=gen)
+    g_rgb = torch.randn((600, 3), generator=gen)
+    with torch.set_grad_enabled(grads):
+        sig, rgb = backend.evaluate(p, net, pos, rays, idx)
+        ref_sig, ref_rgb = _loop_reference(p, net, pos, rays.index_select(0, idx))
+    assert float((sig - ref_sig).detach().abs().max()) <= 1e-5 and float((rgb - ref_rgb).detach().abs().max()) <= 1e-5
+    if grads:
+        (mine,) = torch.autograd.grad((rgb * g_rgb).sum(), rays)
+        (ref,) = torch.autograd.grad((ref_rgb * g_rgb).sum(), rays)
+        assert float((mine - ref).abs().max()) <= 1e-5 * max(1.0, float(ref.abs().max()))
+
+
+def test_shared_directions_by_index() -> None:
+    _check_dir_index(TorchRefBackend(max_rows=16), grads=True)
+
+
 def test_no_samples() -> None:
     p = _params(3)
     sig, rgb = TorchRefBackend().evaluate(p, torch.zeros(0, dtype=torch.long), torch.zeros(0, 3), torch.zeros(0, 3))
@@ -150,6 +174,10 @@ def test_cpu_backend_awkward_sizes(cpu_backend: GroupedBackend) -> None:
     _check_forward(cpu_backend, 4, torch.full((16 * 37 + 5,), 2, dtype=torch.long))
     _check_forward(cpu_backend, 700, torch.randint(0, 700, (1001,), generator=gen))  # many networks
     _check_forward(cpu_backend, 3, torch.zeros(0, dtype=torch.long))  # no samples
+
+
+def test_cpu_backend_shared_directions_by_index(cpu_backend: GroupedBackend) -> None:
+    _check_dir_index(cpu_backend, grads=False)
 
 
 def test_cpu_backend_large_arguments(cpu_backend: GroupedBackend) -> None:

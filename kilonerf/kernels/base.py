@@ -76,7 +76,8 @@ class GroupedBackend(ABC):
 
     @abstractmethod
     def evaluate(
-        self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor
+        self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor,
+        dir_index: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Evaluate every sample with its own network.
 
@@ -84,7 +85,10 @@ class GroupedBackend(ABC):
             params: the batched network parameters.
             net_index: (N,) int64 in [0, num_nets); any order, any multiplicity.
             local_pos: (N, 3) cell-local positions in [-1, 1].
-            dirs: (N, 3) unit view directions.
+            dirs: (N, 3) unit view directions; with ``dir_index``, (D, 3) of which sample ``i``
+                takes row ``dir_index[i]`` (a renderer's one direction per ray, so that a
+                backend can encode each direction once rather than once per sample).
+            dir_index: (N,) int64 in [0, D), or None.
         Returns:
             raw_density (N,) before the density activation, rgb (N, 3) in [0, 1].
         """
@@ -99,9 +103,10 @@ class DensityFirstBackend(GroupedBackend):
     """A backend written as one ``_run`` that stops after the density when ``dirs`` is None."""
 
     def evaluate(
-        self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor
+        self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor,
+        dir_index: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        sigma, rgb = self._run(params, net_index, local_pos, dirs)
+        sigma, rgb = self._run(params, net_index, local_pos, dirs, dir_index)
         assert rgb is not None
         return sigma, rgb
 
@@ -110,6 +115,8 @@ class DensityFirstBackend(GroupedBackend):
 
     @abstractmethod
     def _run(
-        self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor | None
+        self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor | None,
+        dir_index: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """raw density (N,) and rgb (N, 3), or None for rgb when ``dirs`` is None."""
+        """raw density (N,) and rgb (N, 3), or None for rgb when ``dirs`` is None; ``dirs`` and
+        ``dir_index`` as in :meth:`GroupedBackend.evaluate`."""

@@ -68,8 +68,11 @@ class CpuFusedBackend(DensityFirstBackend):
         return self.num_threads or torch.get_num_threads()
 
     def _run(
-        self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor | None
+        self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor | None,
+        dir_index: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
+        if dirs is not None and dir_index is not None:
+            dirs = dirs.index_select(0, dir_index)
         prepared = native_params(params)
         inputs = [local_pos] + ([] if dirs is None else [dirs])
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)

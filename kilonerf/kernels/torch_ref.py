@@ -20,10 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from kilonerf.fields.encoding import grouped_encoding_order, positional_encoding_grouped
 from kilonerf.kernels.base import DensityFirstBackend, MultiNetParams
+
+
+RGB_PAD_COLUMNS = 16
+"""Output width the last (3-column) layer is padded to; see :func:`mlp_blocks`."""
 
 
 def block_sizes(max_rows: int, min_rows: int = 16) -> list[int]:
@@ -60,36 +65,40 @@ class GroupLayout:
         """Plan the padded blocks for samples with networks ``net_index`` (N,) int64."""
         device = net_index.device
         n = int(net_index.shape[0])
-        order = torch.argsort(net_index, stable=True)
-        nets, counts = torch.unique_consecutive(net_index[order], return_counts=True)
+        # index_select throughout: tensor[idx] indexing costs several times more on the CPU.
+        # int32 keys sort ~30% faster than int64 (network counts are far below 2^31).
+        sorted_nets, order = torch.sort(net_index.to(torch.int32), stable=True)
+        nets, counts = torch.unique_consecutive(sorted_nets, return_counts=True)
         # Pieces: each network's run split into chunks of at most max_rows samples.
         num_pieces = (counts + max_rows - 1) // max_rows
         net_rank = torch.repeat_interleave(torch.arange(len(nets), device=device), num_pieces)
         first_piece = torch.cumsum(num_pieces, 0) - num_pieces
-        piece_in_net = torch.arange(len(net_rank), device=device) - first_piece[net_rank]
-        piece_len = torch.clamp(counts[net_rank] - piece_in_net * max_rows, max=max_rows)
+        piece_in_net = torch.arange(len(net_rank), device=device) - first_piece.index_select(0, net_rank)
+        piece_len = torch.clamp(counts.index_select(0, net_rank) - piece_in_net * max_rows, max=max_rows)
         sizes = torch.tensor(block_sizes(max_rows), device=device)
         size_id = torch.searchsorted(sizes, piece_len)
         # Pieces ordered by block size (stable: networks stay sorted inside a group).
         piece_order = torch.argsort(size_id, stable=True)
-        p_len, p_id, p_rank = piece_len[piece_order], size_id[piece_order], net_rank[piece_order]
-        p_rows = sizes[p_id]
+        p_len, p_id = piece_len.index_select(0, piece_order), size_id.index_select(0, piece_order)
+        p_rank = net_rank.index_select(0, piece_order)
+        p_rows = sizes.index_select(0, p_id)
         net_start = torch.cumsum(counts, 0) - counts
-        p_src = net_start[p_rank] + piece_in_net[piece_order] * max_rows  # first sample, sorted order
+        p_src = net_start.index_select(0, p_rank) + piece_in_net.index_select(0, piece_order) * max_rows
         total = int(p_rows.sum())
         piece_of_row = torch.repeat_interleave(torch.arange(len(p_rows), device=device), p_rows, output_size=total)
-        r = torch.arange(total, device=device) - (torch.cumsum(p_rows, 0) - p_rows)[piece_of_row]
-        real = r < p_len[piece_of_row]
-        row_src = order[p_src[piece_of_row] + torch.where(real, r, torch.zeros_like(r))]
+        r = torch.arange(total, device=device) - (torch.cumsum(p_rows, 0) - p_rows).index_select(0, piece_of_row)
+        real = r < p_len.index_select(0, piece_of_row)
+        row_src = order.index_select(0, p_src.index_select(0, piece_of_row) + torch.where(real, r, torch.zeros_like(r)))
+        real_rows = real.nonzero()[:, 0]
         row_of_sample = torch.empty(n, dtype=torch.int64, device=device)
-        row_of_sample[row_src[real]] = torch.arange(total, device=device)[real]
+        row_of_sample.index_copy_(0, row_src.index_select(0, real_rows), real_rows)
         ids, pieces_per_size = torch.unique_consecutive(p_id, return_counts=True)
         rows = sizes[ids].tolist()
         counts_l = pieces_per_size.tolist()
         row0 = [0]
         for size, count in zip(rows, counts_l):
             row0.append(row0[-1] + size * count)
-        return GroupLayout(row_src, row_of_sample, row0[:-1], list(torch.split(nets[p_rank], counts_l)), rows)
+        return GroupLayout(row_src, row_of_sample, row0[:-1], list(torch.split(nets.index_select(0, p_rank).long(), counts_l)), rows)
 
 
 def _gather_rows(weight: Tensor, nets: Tensor, row_order: Tensor) -> Tensor:
@@ -122,8 +131,16 @@ def mlp_blocks(
         # A one-column product is slow, but cheaper than the 32 feature columns nobody reads.
         return torch.baddbmm(b[2][..., :1], x, w2[..., :1]), None
     out = torch.baddbmm(b[2], x, w2)  # density and features in one product
-    x = torch.baddbmm(b[3], torch.cat([out[..., 1:], pe_dir], -1), _gather_rows(params.weights[3], nets, view_order))
-    rgb = torch.sigmoid_(torch.baddbmm(b[4], torch.relu_(x), params.weights[4].index_select(0, nets)))
+    # The view layer as two products (features, then directions) instead of one on their
+    # concatenation: the same sum without copying both inputs into a new tensor.
+    w3 = _gather_rows(params.weights[3], nets, view_order)
+    h = out.shape[-1] - 1
+    x = torch.baddbmm(b[3], out[..., 1:], w3[:, :h]).baddbmm_(pe_dir, w3[:, h:])
+    # Three output columns run several times slower per row than 16 in batched products on
+    # the CPU, so the last layer is computed padded with zero columns.
+    pad = RGB_PAD_COLUMNS - 3
+    w4 = F.pad(params.weights[4].index_select(0, nets), (0, pad))
+    rgb = torch.sigmoid(torch.baddbmm(F.pad(b[4], (0, pad)), torch.relu_(x), w4)[..., :3])
     return out[..., :1], rgb
 
 
@@ -138,7 +155,8 @@ class TorchRefBackend(DensityFirstBackend):
         self.max_rows = max_rows
 
     def _run(
-        self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor | None
+        self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor | None,
+        dir_index: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         n = int(net_index.shape[0])
         if n == 0:
@@ -147,7 +165,10 @@ class TorchRefBackend(DensityFirstBackend):
         layout = GroupLayout.build(net_index, self.max_rows)
         # Encode the N samples, then gather them into block order (padding rows included).
         pe_pos = positional_encoding_grouped(local_pos, params.pos_freqs).index_select(0, layout.row_src)
-        pe_dir = None if dirs is None else positional_encoding_grouped(dirs, params.dir_freqs).index_select(0, layout.row_src)
+        pe_dir = None
+        if dirs is not None:
+            dir_rows = layout.row_src if dir_index is None else dir_index.index_select(0, layout.row_src)
+            pe_dir = positional_encoding_grouped(dirs, params.dir_freqs).index_select(0, dir_rows)
         pos_order = torch.tensor(grouped_encoding_order(3, params.pos_freqs), device=device)
         h = params.hidden
         view_order = torch.tensor([*range(h), *(h + i for i in grouped_encoding_order(3, params.dir_freqs))], device=device)

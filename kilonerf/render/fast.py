@@ -291,9 +291,11 @@ def _render_chunk(
         slot = (idx < a_end[:, None]).reshape(-1).nonzero()[:, 0]  # flat (A * P) positions of real candidates
         c_idx = idx.reshape(-1).index_select(0, slot)
         ray = cand.ray.index_select(0, c_idx)
+        # One direction per active ray (slot // per is each candidate's row among them).
         raw, color = backend.evaluate(
-            params, cand_net.index_select(0, c_idx), cand_local.index_select(0, c_idx), dirs.index_select(0, ray)
-        )
+            params, cand_net.index_select(0, c_idx), cand_local.index_select(0, c_idx),
+            dirs.index_select(0, active), torch.div(slot, per, rounding_mode="floor"),
+        )  # fmt: skip
         evaluated += int(slot.shape[0])
         alpha_v = 1.0 - torch.exp(-field.activate_density(raw) * step.index_select(0, ray))
         a_cnt = idx.shape[0]
