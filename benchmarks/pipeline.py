@@ -1,6 +1,7 @@
 """Whole pipeline on a scene: stage times, teacher vs student quality, student render time.
 
     python benchmarks/pipeline.py ../shared/data/lego_100 --out runs/lego100 [--no-distill] [--json F]
+        [--reuse-teacher RUN] [--set SECTION.NAME=VALUE ...]
 
 Runs (or resumes) `kilonerf train` with the given preset, then evaluates teacher and student
 on the val split and prints one table. Numbers depend on the machine: quote them with it.
@@ -33,10 +34,13 @@ def main() -> None:
     ap.add_argument("--reuse-teacher", metavar="RUN",
                     help="copy the teacher checkpoint and occupancy grid of another run of the same scene and preset "
                     "(e.g. for the --no-distill ablation, so both students share one teacher)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
+                    help="override one setting of a new run, as `kilonerf train --set`")
     args = ap.parse_args()
     reuse_freed_memory()  # as the kilonerf command does
     device = default_device()
-    run, cfg, scene = open_run(args.data, args.out, args.preset, None, args.no_distill)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    run, cfg, scene = open_run(args.data, args.out, args.preset, None, args.no_distill, overrides)
     if args.reuse_teacher:
         src = RunDir(Path(args.reuse_teacher))
         for path_of in (lambda r: r.stage_checkpoint("teacher"), lambda r: r.occupancy_path):
