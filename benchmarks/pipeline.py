@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from kilonerf.evaluation import evaluate_split, format_table
-from kilonerf.io import atomic_write_json
+from kilonerf.io import atomic_write_json, read_json
 from kilonerf.kernels.perf import machine_name
 from kilonerf.models import load_renderer
 from kilonerf.runtime import reuse_freed_memory
@@ -47,7 +47,11 @@ def main() -> None:
             if not path_of(run).exists():
                 path_of(run).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src.require(path_of(src), "teacher output", "teacher"), path_of(run))
-        shutil.copy2(src.root / "stages.json", run.root / "stages.json")
+        stages_path = run.root / "stages.json"
+        if not stages_path.exists():
+            # Only the copied stages' records: the source's distill/finetune times are not this run's.
+            copied = read_json(src.root / "stages.json")
+            atomic_write_json(stages_path, {k: v for k, v in copied.items() if k in ("teacher", "occupancy")})
     t0 = time.perf_counter()
     run_pipeline(run, cfg, scene, device)
     wall = time.perf_counter() - t0
