@@ -19,6 +19,7 @@ from kilonerf.io import safe_torch_load
 from kilonerf.train.distill import DistillTrainer
 from kilonerf.train.fast_teacher import FastTeacherTrainer
 from kilonerf.train.finetune import FinetuneTrainer
+
 from conftest import TINY_TRAIN
 
 # stage -> (trainer class, extra settings, step the interruption hits, checkpointed step, max steps).
