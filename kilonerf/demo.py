@@ -22,7 +22,9 @@ from kilonerf.evaluation import evaluate_split, format_table
 from kilonerf.io import atomic_write_json
 from kilonerf.models import load_renderer
 from kilonerf.render_path import render_run
-from kilonerf.train.pipeline import STAGES, check_new_run_root, open_run, run_pipeline, stage_done, stage_seconds
+from kilonerf.train.pipeline import (
+    STAGES, check_new_run_root, new_config, open_run, run_pipeline, stage_done, stage_seconds,
+)
 from kilonerf.train.run_dir import RunDir
 
 SUMMARY_KEYS = ("psnr", "ssim", "lpips", "ms_per_frame")
@@ -91,7 +93,9 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: torch.d
 
     out, device = Path(out), torch.device(device)
     scene_dir = out / "scene"
+    settings = {**DEMO_SETTINGS, **config.overrides}
     if not RunDir(out).exists():
+        new_config("cpu", "fast", False, settings)  # bad settings fail before any work
         check_new_run_root(RunDir(out), scene_dir)  # before the scene is written into it
     steps = ["scene", *STAGES, "eval", "video", "bench", "report"]
     progress = DemoProgress(steps)
@@ -103,7 +107,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: torch.d
                                n_test=config.n_test, seed=config.seed)  # fmt: skip
     progress.finish("scene", skipped=have_scene)
 
-    run, cfg, scene = open_run(scene_dir, out, "cpu", None, False, {**DEMO_SETTINGS, **config.overrides})
+    run, cfg, scene = open_run(scene_dir, out, "cpu", None, False, settings)
     for stage in STAGES:
         progress.start(stage)
         done = stage_done(run, stage, cfg)

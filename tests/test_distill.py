@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from kd_fields import SphereField, ball_occupancy, corner_occupancy
-from kilonerf.errors import KiloNerfError, RunError
+from kilonerf.errors import KiloNerfError
 from kilonerf.fields.multinet import MultiNetField
+from kilonerf.settings import SettingError
 from kilonerf.train.distill import DistillConfig, DistillTrainer, RowAdam
 from kilonerf.train.loop import LoopConfig, run_training
 
@@ -180,11 +181,11 @@ def test_configs_round_trip_and_reject_unknown_keys() -> None:
     paper = DistillConfig.preset("paper")
     assert (paper.points_per_net, paper.iterations, paper.lr, paper.nets_per_step) == (128, 150_000, 1e-3, 0)
     assert not paper.occupied_only and DistillConfig.preset("cpu").occupied_only
-    with pytest.raises(RunError, match="unknown keys"):
+    with pytest.raises(SettingError, match="unknown settings"):
         DistillConfig.from_dict({**asdict(paper), "bogus": 1})
-    with pytest.raises(RunError):
+    with pytest.raises(SettingError):
         DistillConfig.preset("gpu")
-    with pytest.raises(RunError):
+    with pytest.raises(SettingError, match="occupied_fraction"):
         DistillConfig(occupied_fraction=1.5)
     with pytest.raises(KiloNerfError, match="occupancy"):
         trainer(occupied_only=True)

@@ -7,20 +7,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import Tensor
-
 from kd_fields import SphereField, ball_occupancy
+from torch import Tensor
+from toy_scenes import sphere_scene
+
 from kilonerf.data.rays import RayTable
-from kilonerf.errors import RunError
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.kernels import get_backend, register_backend
 from kilonerf.kernels.base import GroupedBackend, MultiNetParams
 from kilonerf.render.dense import render_dense
 from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.settings import SettingError
 from kilonerf.train.distill import DistillConfig, DistillTrainer
 from kilonerf.train.finetune import FinetuneConfig, FinetuneTrainer, view_dependent_l2
 from kilonerf.train.loop import LoopConfig, run_training
-from toy_scenes import sphere_scene
 
 COLOUR = (0.1, 0.2, 0.9)
 BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
@@ -161,7 +161,7 @@ def test_configs_round_trip_and_reject_unknown_keys() -> None:
         8192, 384, 1e-3, 500_000, 1e-6)  # fmt: skip
     t_lr = FinetuneTrainer.lr_at
     assert t_lr(type("T", (), {"config": paper})(), 500_000) == pytest.approx(1e-4)  # type: ignore[arg-type]
-    with pytest.raises(RunError, match="unknown keys"):
+    with pytest.raises(SettingError, match="unknown settings"):
         FinetuneConfig.from_dict({**asdict(paper), "bogus": 1})
-    with pytest.raises(RunError):
+    with pytest.raises(SettingError):
         FinetuneConfig.preset("gpu")

@@ -10,8 +10,6 @@ import pytest
 
 from kilonerf.cli import main
 from kilonerf.data.convert import convert_scene
-from kilonerf.errors import RunError
-from kilonerf.train.pipeline import convert_setting
 
 
 def test_train_writes_every_stage_output(trained_run: Path) -> None:
@@ -158,10 +156,3 @@ def test_usage_errors_are_one_line_exit_2(capsys: pytest.CaptureFixture[str]) ->
             main(argv)
         err = capsys.readouterr().err.strip()
         assert info.value.code == 2 and "\n" not in err and "error:" in err, err
-
-
-def test_boolean_settings_parse_true_and_false() -> None:
-    assert convert_setting("a.b", True, "False") is False and convert_setting("a.b", False, "true") is True
-    assert convert_setting("a.b", False, "1") is True and convert_setting("a.b", 1.5, "2") == 2.0
-    with pytest.raises(RunError, match="true or false"):
-        convert_setting("a.b", False, "yes please")

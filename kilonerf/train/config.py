@@ -6,36 +6,45 @@ holds the whole resolved configuration and a resumed or re-run stage uses exactl
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
-from kilonerf.errors import KiloNerfError, RunError
+from kilonerf.settings import SettingError, Settings, setting
+from kilonerf.train.distill import DistillConfig
+from kilonerf.train.fast_teacher import FastTeacherConfig
+from kilonerf.train.finetune import FinetuneConfig
 from kilonerf.train.loop import LoopConfig
+from kilonerf.train.nerf_teacher import NeRFTeacherConfig
 
 PRESETS = ("cpu", "paper")
+TEACHERS = ("fast", "nerf")
+STUDENT_BACKENDS = ("torch_ref",)
+"""Backends a student trains with (the compiled ``cpu`` one is forward-only: rendering picks it)."""
 
 
 @dataclass(frozen=True)
-class OccupancyConfig:
+class OccupancyConfig(Settings):
     """How the occupancy grid is built from the teacher (paper: 16 x network grid, 3^3 samples
     per voxel including corners, sigma > 10 at the Synthetic reference step)."""
 
-    resolution_factor: int = 16
-    sigma_threshold: float = 10.0
+    SECTION = "occupancy"
+
+    resolution_factor: int = setting(16, ge=1)
+    sigma_threshold: float = setting(10.0, ge=0)
     """Raw density threshold at the paper's reference step 0.0211 on Synthetic scenes; other
     scene scales use the same opacity over their own reference step (see render/occupancy.py)."""
-    samples_per_axis: int = 3
-    dilation: int = 0
+    samples_per_axis: int = setting(3, ge=1)
+    dilation: int = setting(0, ge=0)
     """Grow the occupied region by this many voxels (safety margin for thin structure)."""
-    tight_box: bool = False
+    tight_box: bool = setting(False)
     """Shrink the student's box to the teacher's occupied region (plus ``box_margin``) before
     building the network grid: the cells then cover the object instead of empty space. The
     paper used the dataset's box as given."""
-    box_margin: float = 0.03
+    box_margin: float = setting(0.03, ge=0)
     """Margin around the occupied region, as a fraction of the scene box's longest side."""
-    coarse_resolution: int = 128
+    coarse_resolution: int = setting(128, ge=2)
     """Voxels on the longest axis of the first, coarse occupancy pass used to find the box."""
-    keep_unseen: bool = False
+    keep_unseen: bool = setting(False)
     """Also mark the voxels no training camera sees: those behind the teacher's surfaces (where
     its transmittance has dropped below 1/2) from every training view, such as object
     interiors and undersides. The photos carry no evidence that they are empty. Costs one
@@ -43,27 +52,13 @@ class OccupancyConfig:
 
 
 @dataclass(frozen=True)
-class StudentConfig:
-    max_res: int = 16
-    hidden: int = 32
-    shared_init: bool = True
-    backend: str = "torch_ref"
+class StudentConfig(Settings):
+    SECTION = "student"
 
-
-def config_from_dict(cls: type, d: dict[str, Any], what: str) -> Any:
-    """``cls(**d)`` with unknown keys reported as a RunError (e.g. a run.json from elsewhere)."""
-    known = {f.name for f in fields(cls)}
-    extra = set(d) - known
-    if extra:
-        raise RunError(f"{what}: unknown keys {sorted(extra)}")
-    return cls(**d)
-
-
-def pick_preset(presets: dict[str, Any], name: str, what: str, **overrides: Any) -> Any:
-    """``presets[name]`` with ``overrides`` applied; an unknown name is a RunError listing the known ones."""
-    if name not in presets:
-        raise RunError(f"unknown {what} preset '{name}' (have: {', '.join(presets)})")
-    return replace(presets[name], **overrides)
+    max_res: int = setting(16, ge=1)
+    hidden: int = setting(32, ge=1)
+    shared_init: bool = setting(True)
+    backend: str = setting("torch_ref", choices=STUDENT_BACKENDS)
 
 
 @dataclass
@@ -86,18 +81,74 @@ class PipelineConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PipelineConfig":
-        return config_from_dict(cls, d, "run config")
+    def from_dict(cls, d: Any) -> "PipelineConfig":
+        """The configuration a ``run.json`` holds, every setting checked (SettingError otherwise)."""
+        if not isinstance(d, dict):
+            raise SettingError(f"the run's config must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(d) - known)
+        missing = sorted(f.name for f in fields(cls) if f.name not in d and f.default is MISSING
+                         and f.default_factory is MISSING)  # fmt: skip
+        if extra or missing:
+            raise SettingError(f"run config: unknown keys {extra}, missing keys {missing}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def section_class(self, section: str) -> type[Settings]:
+        """The config class whose fields the dict ``section`` holds."""
+        if section not in SECTIONS:
+            raise SettingError(f"unknown settings section '{section}' (have: {', '.join(SECTIONS)})")
+        if section == "teacher_params":
+            return teacher_config_class(self.teacher)
+        return SECTIONS[section]
+
+    def validate(self) -> None:
+        """Check every setting against its declared domain; SettingError naming the first bad one."""
+        if self.preset not in PRESETS:
+            raise SettingError(f"setting 'preset' must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.teacher not in TEACHERS:
+            raise SettingError(f"setting 'teacher' must be one of {', '.join(TEACHERS)}, got {self.teacher!r}")
+        if not isinstance(self.no_distill, bool):
+            raise SettingError(f"setting 'no_distill' must be true or false, got {self.no_distill!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise SettingError(f"setting 'seed' must be an integer >= 0, got {self.seed!r}")
+        for section in SECTIONS:
+            self.section_class(section).from_dict(getattr(self, section), section)
+
+    def apply(self, key: str, text: str) -> None:
+        """Set ``SECTION.NAME`` from its command-line text (``--set``), checked against its domain."""
+        section, _, name = key.partition(".")
+        values = getattr(self, section, None) if section in SECTIONS else None
+        if not isinstance(values, dict):
+            raise SettingError(f"unknown setting '{key}' (sections: {', '.join(SECTIONS)})")
+        values[name] = self.section_class(section).parse(name, text, section)
 
     def loop(self, stage: str, **overrides: Any) -> LoopConfig:
-        d = {"teacher": self.teacher_loop, "distill": self.distill_loop, "finetune": self.finetune_loop}[stage]
-        return replace(config_from_dict(LoopConfig, d, f"{stage} loop"), **overrides)
+        section = f"{stage}_loop"
+        return replace(LoopConfig.from_dict(getattr(self, section), section), **overrides)
 
     def occupancy_config(self) -> OccupancyConfig:
-        return config_from_dict(OccupancyConfig, self.occupancy, "occupancy config")
+        return OccupancyConfig.from_dict(self.occupancy, "occupancy")
 
     def student_config(self) -> StudentConfig:
-        return config_from_dict(StudentConfig, self.student, "student config")
+        return StudentConfig.from_dict(self.student, "student")
+
+
+SECTIONS: dict[str, type[Settings]] = {
+    "teacher_params": FastTeacherConfig, "teacher_loop": LoopConfig, "occupancy": OccupancyConfig,
+    "student": StudentConfig, "distill": DistillConfig, "distill_loop": LoopConfig, "finetune": FinetuneConfig,
+    "finetune_loop": LoopConfig,
+}  # fmt: skip
+"""The dict sections of :class:`PipelineConfig` (``--set SECTION.NAME=VALUE``) and their config
+classes (``teacher_params``: the one of the run's teacher, see :func:`teacher_config_class`)."""
+
+
+def teacher_config_class(teacher: str) -> type[Settings]:
+    """The config class of ``teacher_params`` for a teacher kind."""
+    if teacher not in TEACHERS:
+        raise SettingError(f"unknown teacher '{teacher}' (have: {', '.join(TEACHERS)})")
+    return FastTeacherConfig if teacher == "fast" else NeRFTeacherConfig
 
 
 def _loop(**kw: Any) -> dict[str, Any]:
@@ -107,13 +158,8 @@ def _loop(**kw: Any) -> dict[str, Any]:
 def resolve_config(preset: str = "cpu", teacher: str = "fast", no_distill: bool = False, seed: int = 0) -> PipelineConfig:
     """The full configuration of a preset: ``cpu`` (minutes on 2 CPU cores at 100 px) or
     ``paper`` (the published hyperparameters, for GPUs)."""
-    from kilonerf.train.distill import DistillConfig
-    from kilonerf.train.fast_teacher import FastTeacherConfig
-    from kilonerf.train.finetune import FinetuneConfig
-    from kilonerf.train.nerf_teacher import NeRFTeacherConfig
-
     if preset not in PRESETS:
-        raise KiloNerfError(f"unknown preset '{preset}' (have: {', '.join(PRESETS)})")
+        raise SettingError(f"unknown preset '{preset}' (have: {', '.join(PRESETS)})")
     if teacher == "fast":
         # random_background stays off: like the default mask loss it lifts the procedural
         # scene's occupancy recall above 99.9%, but it costs lego_100 ~0.8 dB (docs/benchmarks.md).
@@ -128,7 +174,7 @@ def resolve_config(preset: str = "cpu", teacher: str = "fast", no_distill: bool 
                              ckpt_every=max(min(ncfg.iterations // 10, 10_000), 50), log_every=50, seed=seed)
         )  # fmt: skip
     else:
-        raise KiloNerfError(f"unknown teacher '{teacher}' (have: fast, nerf)")
+        raise SettingError(f"unknown teacher '{teacher}' (have: {', '.join(TEACHERS)})")
 
     dcfg = DistillConfig.preset(preset)
     fcfg = FinetuneConfig.preset(preset)

@@ -30,57 +30,41 @@ from kilonerf.errors import KiloNerfError, RunError
 from kilonerf.fields.base import RadianceField
 from kilonerf.fields.multinet import DENSITY_ACTIVATIONS, MultiNetField
 from kilonerf.render.occupancy import PAPER_REF_STEP, OccupancyGrid, reference_step
+from kilonerf.settings import Settings, pick_preset, setting
 from kilonerf.train.finetune import StudentRenderer
-from kilonerf.train.config import config_from_dict, pick_preset
 from kilonerf.train.loop import LoopConfig
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(Settings):
     """Distillation hyperparameters; defaults are the paper's (the ``paper`` preset)."""
 
-    iterations: int = 150_000
-    points_per_net: int = 128
-    nets_per_step: int = 0
-    """Networks trained per step, round-robin over the trained ones; 0: all of them."""
-    lr: float = 1e-3
-    density_activation: str = "leaky_relu"
-    """Student density activation while distilling (the original's LeakyReLU)."""
-    occupied_only: bool = False
-    """Skip networks with no occupied voxel; draw ``occupied_fraction`` of points in occupied voxels."""
-    occupied_fraction: float = 0.75
-    occupancy_dilation: int = 1
-    """Voxels the occupancy grid is dilated by for ``occupied_only`` (a margin around surfaces)."""
-    chunk_points: int = 1 << 16
-    """Points evaluated per forward/backward pass (bounds memory; gradients accumulate)."""
-    eval_points_per_net: int = 20_000
-    """Held-out points per network for :meth:`DistillTrainer.heldout_metrics`."""
-    render_samples: int = 384
-    render_chunk_rays: int = 1 << 14
-    seed: int = 0
+    SECTION = "distill"
 
-    def __post_init__(self) -> None:
-        bad = []
-        if self.iterations < 1 or self.points_per_net < 1 or self.nets_per_step < 0 or self.chunk_points < 1:
-            bad.append("iterations/points_per_net/chunk_points must be >= 1, nets_per_step >= 0")
-        if not 0.0 <= self.occupied_fraction <= 1.0 or self.occupancy_dilation < 0:
-            bad.append("occupied_fraction must lie in [0, 1], occupancy_dilation >= 0")
-        if self.density_activation not in DENSITY_ACTIVATIONS:
-            bad.append(f"density_activation must be one of {DENSITY_ACTIVATIONS}")
-        if self.eval_points_per_net < 1 or self.render_samples < 2 or self.render_chunk_rays < 1 or self.lr <= 0:
-            bad.append("eval_points_per_net, render_chunk_rays >= 1, render_samples >= 2, lr > 0")
-        if bad:
-            raise RunError(f"distill config: {'; '.join(bad)}")
+    iterations: int = setting(150_000, ge=1)
+    points_per_net: int = setting(128, ge=1)
+    nets_per_step: int = setting(0, ge=0)
+    """Networks trained per step, round-robin over the trained ones; 0: all of them."""
+    lr: float = setting(1e-3, gt=0)
+    density_activation: str = setting("leaky_relu", choices=DENSITY_ACTIVATIONS)
+    """Student density activation while distilling (the original's LeakyReLU)."""
+    occupied_only: bool = setting(False)
+    """Skip networks with no occupied voxel; draw ``occupied_fraction`` of points in occupied voxels."""
+    occupied_fraction: float = setting(0.75, ge=0, le=1)
+    occupancy_dilation: int = setting(1, ge=0)
+    """Voxels the occupancy grid is dilated by for ``occupied_only`` (a margin around surfaces)."""
+    chunk_points: int = setting(1 << 16, ge=1)
+    """Points evaluated per forward/backward pass (bounds memory; gradients accumulate)."""
+    eval_points_per_net: int = setting(20_000, ge=1)
+    """Held-out points per network for :meth:`DistillTrainer.heldout_metrics`."""
+    render_samples: int = setting(384, ge=2)
+    render_chunk_rays: int = setting(1 << 14, ge=1)
+    seed: int = setting(0, ge=0)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "DistillConfig":
         """``paper`` (the published setting) or ``cpu`` (lego at 100 px on two cores)."""
         return pick_preset(DISTILL_PRESETS, name, "distill", **overrides)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DistillConfig":
-        """Inverse of ``dataclasses.asdict``; unknown keys are a RunError."""
-        return config_from_dict(cls, d, "distill config")
 
     def loop_config(self, **overrides: Any) -> LoopConfig:
         return replace(LoopConfig(max_steps=self.iterations), **overrides)

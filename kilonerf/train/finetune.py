@@ -27,50 +27,39 @@ from torch import Tensor
 
 from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.data.scene import Scene
-from kilonerf.errors import RunError
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.kernels import default_render_backend, get_backend
 from kilonerf.metrics.psnr import mse_to_psnr_tensor
 from kilonerf.render.dense import render_dense
 from kilonerf.render.fast import render_fast
 from kilonerf.render.occupancy import OccupancyGrid
-from kilonerf.train.config import config_from_dict, pick_preset
+from kilonerf.settings import Settings, pick_preset, setting
 from kilonerf.train.loop import LoopConfig
 
 
-
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(Settings):
     """Fine-tuning hyperparameters; defaults are the paper's (the ``paper`` preset)."""
 
-    iterations: int = 1_000_000
-    rays_per_step: int = 8192
-    num_samples: int = 384
-    """Stratified training samples per ray between box entry and exit."""
-    lr: float = 1e-3
-    lr_decay_rate: float = 0.1
-    lr_decay_steps: int = 500_000
-    l2_weight: float = 1e-6
-    render_samples: int = 384
-    """Samples per ray (near to far, uniform) for validation renders."""
-    render_chunk_rays: int = 1 << 14
-    seed: int = 0
+    SECTION = "finetune"
 
-    def __post_init__(self) -> None:
-        if min(self.iterations, self.rays_per_step, self.num_samples, self.lr_decay_steps, self.render_chunk_rays) < 1:
-            raise RunError(f"finetune config: counts must be >= 1 ({self})")
-        if self.lr <= 0 or not 0 < self.lr_decay_rate <= 1 or self.l2_weight < 0 or self.render_samples < 2:
-            raise RunError(f"finetune config: need lr > 0, 0 < lr_decay_rate <= 1, l2_weight >= 0, render_samples >= 2 ({self})")
+    iterations: int = setting(1_000_000, ge=1)
+    rays_per_step: int = setting(8192, ge=1)
+    num_samples: int = setting(384, ge=1)
+    """Stratified training samples per ray between box entry and exit."""
+    lr: float = setting(1e-3, gt=0)
+    lr_decay_rate: float = setting(0.1, gt=0, le=1)
+    lr_decay_steps: int = setting(500_000, ge=1)
+    l2_weight: float = setting(1e-6, ge=0)
+    render_samples: int = setting(384, ge=2)
+    """Samples per ray (near to far, uniform) for validation renders."""
+    render_chunk_rays: int = setting(1 << 14, ge=1)
+    seed: int = setting(0, ge=0)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "FinetuneConfig":
         """``paper`` (the published setting) or ``cpu`` (lego at 100 px on two cores)."""
         return pick_preset(FINETUNE_PRESETS, name, "finetune", **overrides)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FinetuneConfig":
-        """Inverse of ``dataclasses.asdict``; unknown keys are a RunError."""
-        return config_from_dict(cls, d, "finetune config")
 
     def loop_config(self, **overrides: Any) -> LoopConfig:
         return replace(LoopConfig(max_steps=self.iterations), **overrides)

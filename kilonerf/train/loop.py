@@ -28,6 +28,7 @@ from kilonerf.data.rays import RayTable
 from kilonerf.errors import KiloNerfError, RunError
 from kilonerf.io import atomic_torch_save, safe_torch_load
 from kilonerf.metrics.psnr import mse_to_psnr
+from kilonerf.settings import Settings, setting
 from kilonerf.train.trainable import Trainable
 
 CKPT_FORMAT = "kilonerf-loop-1"
@@ -41,23 +42,25 @@ class TrainingDiverged(KiloNerfError):
 
 
 @dataclass(frozen=True)
-class LoopConfig:
-    max_steps: int
+class LoopConfig(Settings):
+    SECTION = "loop"
+
+    max_steps: int = setting(kind=int, ge=1)
     """Stop once this many optimisation steps are done (counting resumed ones)."""
-    max_seconds: float | None = None
+    max_seconds: float | None = setting(None, kind=float, gt=0, optional=True)
     """Wall-clock budget for the stage (validation and checkpoints included, resumes summed)."""
-    val_every: int = 0
+    val_every: int = setting(0, ge=0)
     """Validate every this many steps (0: only at the end)."""
-    val_views: int = 0
+    val_views: int = setting(0, ge=0)
     """Validation images rendered each time, spread evenly over the split; 0: no validation."""
-    ckpt_every: int = 1000
-    log_every: int = 100
+    ckpt_every: int = setting(1000, ge=1)
+    log_every: int = setting(100, ge=1)
     """Steps between history records; the loss is read back (a device sync) only then."""
-    seed: int = 0
-    precrop_steps: int = 0
+    seed: int = setting(0, ge=0)
+    precrop_steps: int = setting(0, ge=0)
     """During the first steps draw rays only from each image's central crop (NeRF's precrop)."""
-    precrop_frac: float = 0.5
-    progress: bool = True
+    precrop_frac: float = setting(0.5, gt=0, le=1)
+    progress: bool = setting(True)
     """Show a tqdm bar on stderr."""
 
 
@@ -78,15 +81,6 @@ class TrainingResult:
     def last_val_psnr(self) -> float | None:
         vals = [r["val_psnr"] for r in self.history if "val_psnr" in r]
         return vals[-1] if vals else None
-
-
-def _check(config: LoopConfig) -> None:
-    ints = {"max_steps": config.max_steps, "ckpt_every": config.ckpt_every, "log_every": config.log_every}
-    bad = [k for k, v in ints.items() if v < 1]
-    if bad or config.val_every < 0 or config.val_views < 0 or config.precrop_steps < 0:
-        raise KiloNerfError(f"training loop: invalid settings {asdict(config)}")
-    if config.max_seconds is not None and not config.max_seconds > 0:
-        raise KiloNerfError(f"training loop: max_seconds must be positive, got {config.max_seconds}")
 
 
 def crop_pixel_ids(table: RayTable, frac: float) -> Tensor:
@@ -187,7 +181,6 @@ def run_training(
         TrainingDiverged: the loss became non-finite; the checkpoint on disk is the last good one.
         RunError: ``ckpt_path`` exists but belongs to another stage or cannot be loaded.
     """
-    _check(config)
     ckpt_path = Path(ckpt_path)
     n_rays = int(trainable.rays_per_step)
     if n_rays > 0 and train_rays is None:

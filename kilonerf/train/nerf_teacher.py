@@ -16,46 +16,43 @@ from kilonerf.fields.nerf import NeRFField
 from kilonerf.metrics.psnr import mse_to_psnr_tensor
 from kilonerf.render.dense import render_dense
 from kilonerf.render.volume import RenderOutput
-from kilonerf.train.config import config_from_dict, pick_preset
+from kilonerf.settings import Settings, pick_preset, setting
 from kilonerf.train.loop import LoopConfig
 
 
 @dataclass(frozen=True)
-class NeRFTeacherConfig:
+class NeRFTeacherConfig(Settings):
     """Hyperparameters of the teacher; defaults are the paper's (the ``paper`` preset)."""
 
-    num_samples: int = 384
+    SECTION = "teacher_params"
+
+    num_samples: int = setting(384, ge=2)
     """Stratified samples per ray between the box entry and exit (no coarse/fine)."""
-    rays_per_step: int = 1024
-    lr: float = 5e-4
-    lr_decay_rate: float = 0.1
-    lr_decay_steps: int = 500_000
+    rays_per_step: int = setting(1024, ge=1)
+    lr: float = setting(5e-4, gt=0)
+    lr_decay_rate: float = setting(0.1, gt=0, le=1)
+    lr_decay_steps: int = setting(500_000, ge=1)
     """lr(step) = lr * lr_decay_rate ** (step / lr_decay_steps)."""
-    iterations: int = 600_000
-    precrop_steps: int = 10_000
+    iterations: int = setting(600_000, ge=1)
+    precrop_steps: int = setting(10_000, ge=0)
     """For the first steps rays come only from the central crop of each image (Synthetic)."""
-    precrop_frac: float = 0.5
-    num_freqs_pos: int = 10
-    num_freqs_dir: int = 4
-    width: int = 256
-    depth: int = 8
-    dir_width: int = 128
-    init_density_scale: float = 1.0
+    precrop_frac: float = setting(0.5, gt=0, le=1)
+    num_freqs_pos: int = setting(10, ge=0)
+    num_freqs_dir: int = setting(4, ge=0)
+    width: int = setting(256, ge=1)
+    depth: int = setting(8, ge=1)
+    dir_width: int = setting(128, ge=1)
+    init_density_scale: float = setting(1.0)
     """Initial density bias times the scene-box diagonal (see :class:`NeRFField`)."""
-    eval_chunk_points: int = 1 << 20
+    eval_chunk_points: int = setting(1 << 20, ge=1)
     """Samples evaluated at once by :meth:`NeRFTeacherTrainer.render_rays`."""
-    seed: int = 0
+    seed: int = setting(0, ge=0)
     """Seeds the weight initialisation and the stratified jitter."""
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "NeRFTeacherConfig":
         """``paper`` (the published setting) or ``cpu`` (tiny, only to exercise the code)."""
         return pick_preset(TEACHER_PRESETS, name, "teacher", **overrides)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "NeRFTeacherConfig":
-        """Inverse of ``dataclasses.asdict``; unknown keys are a RunError."""
-        return config_from_dict(cls, d, "teacher config")
 
     def loop_config(self, **overrides: Any) -> LoopConfig:
         """A :class:`LoopConfig` for this teacher: ``iterations`` steps, the paper's centre crop."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from kilonerf.errors import RunError
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.io import atomic_write_json, read_json, safe_torch_load
 from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.settings import SettingError
 from kilonerf.train.config import PipelineConfig, resolve_config
 from kilonerf.train.distill import DistillConfig, DistillTrainer
 from kilonerf.train.finetune import FinetuneConfig, FinetuneTrainer
@@ -38,51 +40,56 @@ def open_run(
     preset: str | None = None,
     teacher: str | None = None,
     no_distill: bool = False,
-    overrides: dict[str, Any] | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> tuple[RunDir, PipelineConfig, Scene]:
-    """Create ``out`` as a new run (config resolved from the preset and saved) or reopen an
-    existing one (its saved config wins; conflicting options are an error)."""
+    """Create ``out`` as a new run (config resolved from the preset, ``overrides`` applied as
+    ``--set`` does, every setting checked, then saved) or reopen an existing one (its saved
+    config wins, checked the same way; conflicting options are an error)."""
     run = RunDir(Path(out))
+    if run.root.exists() and not run.root.is_dir():
+        raise RunError(f"{run.root}: is a file, not a run folder; choose another --out")
     if run.exists():
         meta = run.read_meta()
-        cfg = PipelineConfig.from_dict(meta["config"])
+        try:
+            cfg = PipelineConfig.from_dict(meta.get("config"))
+        except SettingError as exc:
+            raise RunError(f"{run.meta_path}: {exc}") from None
         for name, asked, have in (("preset", preset, cfg.preset), ("teacher", teacher, cfg.teacher)):
             if asked is not None and asked != have:
                 raise RunError(f"{run.meta_path}: this run uses {name} '{have}', not '{asked}'; use a new --out")
         if no_distill and not cfg.no_distill:
             raise RunError(f"{run.meta_path}: this run was created with distillation; use a new --out for --no-distill")
-        data_path = Path(data) if data is not None else Path(meta["data"])
-        scene = load_scene(data_path)
+        if data is None and not isinstance(meta.get("data"), str):
+            raise RunError(f"{run.meta_path}: no scene folder recorded; give the scene folder to train on")
+        scene = load_scene(Path(data) if data is not None else Path(meta["data"]))
         return run, cfg, scene
     if data is None:
         raise RunError(f"{run.root}: no run here yet; give the scene folder to train on")
+    cfg = new_config(preset or "cpu", teacher or "fast", no_distill, overrides)
     check_new_run_root(run, Path(data))
     scene = load_scene(data)
-    cfg = resolve_config(preset or "cpu", teacher or "fast", no_distill=no_distill)
-    for key, value in (overrides or {}).items():
-        section, _, name = key.partition(".")
-        target = getattr(cfg, section, None)
-        if not isinstance(target, dict) or name not in target:
-            raise RunError(f"unknown setting '{key}'")
-        target[name] = convert_setting(key, target[name], value)
     run.write_meta({"data": str(Path(data).resolve()), "config": cfg.to_dict()})
     return run, cfg, scene
 
 
-def convert_setting(key: str, current: Any, value: Any) -> Any:
-    """``value`` (often a command-line string) as the type of the setting's ``current`` value;
-    booleans take true/false/1/0 (``bool("false")`` would be True)."""
-    if isinstance(current, bool) and isinstance(value, str):
-        words = {"true": True, "1": True, "false": False, "0": False}
-        if value.strip().lower() not in words:
-            raise RunError(f"setting '{key}' is true or false, got '{value}'")
-        return words[value.strip().lower()]
-    return type(current)(value) if current is not None else value
+def new_config(preset: str, teacher: str, no_distill: bool = False, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """A preset's configuration with ``SECTION.NAME`` -> value ``overrides`` (command-line
+    strings or values) applied and every setting checked: SettingError before any work."""
+    cfg = resolve_config(preset, teacher, no_distill=no_distill)
+    for key, value in (overrides or {}).items():
+        cfg.apply(key, value if isinstance(value, str) else json.dumps(value))
+    cfg.validate()
+    return cfg
 
 
 def check_new_run_root(run: RunDir, data: Path) -> None:
     """A new run goes into a missing or empty folder; the only thing allowed there already is
     the scene it trains on (``kilonerf demo`` keeps the scene inside its run directory)."""
+    if run.root.exists() and not run.root.is_dir():
+        raise RunError(f"{run.root}: is a file, not a run folder; choose another --out")
+    blocking = next((a for a in run.root.parents if a.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise RunError(f"{run.root}: {blocking} is a file, not a folder; choose another --out")
     inside = data.resolve()
     if run.root.exists() and any(p.resolve() != inside for p in run.root.iterdir()):
         raise RunError(f"{run.root}: exists, is not empty and is not a kilonerf run; choose another --out")
