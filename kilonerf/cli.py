@@ -14,7 +14,9 @@ from kilonerf.runtime import reuse_freed_memory
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from kilonerf.data.convert import convert_scene
+    from kilonerf.io import check_output_parent
 
+    check_output_parent(args.dst, "DST", create=True)
     convert_scene(args.src, args.dst, to=args.to, overwrite=args.overwrite)
     print(f"wrote {args.to} scene to {args.dst}")
     return 0
@@ -22,7 +24,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _cmd_procedural(args: argparse.Namespace) -> int:
     from kilonerf.data.procedural import write_procedural_scene
+    from kilonerf.io import check_output_parent
 
+    check_output_parent(args.out, "OUT", create=True)
     out = write_procedural_scene(
         args.out, size=args.size, n_train=args.train, n_val=args.val, n_test=args.test,
         seed=args.seed, overwrite=args.overwrite,
@@ -54,10 +58,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from kilonerf.data.load import load_scene
     from kilonerf.evaluation import evaluate_split, format_table
-    from kilonerf.io import atomic_write_json
+    from kilonerf.io import atomic_write_json, check_output_file
     from kilonerf.models import default_model, load_renderer, run_scene_path
     from kilonerf.train.run_dir import RunDir
 
+    if args.json:
+        check_output_file(args.json, "--json")
     run = RunDir(Path(args.run))
     run.read_meta()
     device = torch_device(args.device)
@@ -132,10 +138,12 @@ def _cmd_view(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from kilonerf.bench import format_bench, run_bench
     from kilonerf.data.load import load_scene
-    from kilonerf.io import atomic_write_json
+    from kilonerf.io import atomic_write_json, check_output_file
     from kilonerf.models import run_scene_path
     from kilonerf.train.run_dir import RunDir
 
+    if args.json:
+        check_output_file(args.json, "--json")
     run = RunDir(Path(args.run))
     run.read_meta()
     for name in ("resolution", "views", "nerf_rays", "ess_rays"):

@@ -17,7 +17,8 @@ from kilonerf.data.rays import RayTable
 from kilonerf.data.scene import Scene
 from kilonerf.io import atomic_dir, atomic_write_json
 from kilonerf.kernels.perf import sync_device
-from kilonerf.metrics import lpips, psnr, ssim, ssim_skimage
+from kilonerf.metrics import lpips, lpips_available, psnr, ssim, ssim_skimage
+from kilonerf.metrics.lpips import MIN_SIDE
 
 RenderFn = Callable[[Tensor, Tensor], Tensor]
 """origins (N, 3), unit dirs (N, 3) -> rgb (N, 3) in [0, 1]."""
@@ -39,7 +40,8 @@ def evaluate_split(
 
     Returns ``info``'s entries (e.g. the model and the scene folder, for the record), the means
     of ``psnr``, ``ssim`` (Gaussian 11 x 11), ``ssim_skimage`` (uniform 7 x 7), ``lpips`` (Alex,
-    standard [-1, 1] input) and ``ms_per_frame`` (render time only), plus ``images``: one dict
+    standard [-1, 1] input; None where its weights are not installed or the images are under
+    31 px) and ``ms_per_frame`` (render time only), plus ``images``: one dict
     per view with the same keys and its ``name``. With ``out_dir`` the renders are saved as
     ``<name>.png`` and everything as ``metrics.json`` there; the folder is filled beside its
     place and renamed at the end, replacing an earlier evaluation whole.
@@ -56,6 +58,7 @@ def _evaluate(render: RenderFn, scene: Scene, split: str, folder: Path | None, d
     names = [scene.image_names[int(i)] for i in scene.indices(split)]
     count = table.num_images if max_views is None else min(max_views, table.num_images)
     per_image: list[dict[str, Any]] = []
+    with_lpips = lpips_available()
     for k in tqdm(range(count), desc=f"eval {split}", disable=not progress, unit="view"):
         origins, dirs, rgb = table.image(k)
         h, w = table.sizes[k]
@@ -72,18 +75,23 @@ def _evaluate(render: RenderFn, scene: Scene, split: str, folder: Path | None, d
             "psnr": psnr(pred_img, gt_img),
             "ssim": ssim(pred_img, gt_img),
             "ssim_skimage": ssim_skimage(pred_img, gt_img),
-            "lpips": lpips(pred_img, gt_img) if min(h, w) >= 31 else float("nan"),
+            "lpips": lpips(pred_img, gt_img) if with_lpips and min(h, w) >= MIN_SIDE else None,
             "ms_per_frame": ms,
         }
         per_image.append(row)
         if folder is not None:
             write_png(folder / f"{names[k]}.png", to_uint8(pred_img))
     result: dict[str, Any] = dict(info)
-    result.update({key: float(np.mean([r[key] for r in per_image])) for key in (*METRICS, "ms_per_frame")})
+    result.update({key: _mean([r[key] for r in per_image]) for key in (*METRICS, "ms_per_frame")})
     result.update({"split": split, "views": count, "images": per_image})
     if folder is not None:
         atomic_write_json(folder / "metrics.json", result)
     return result
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """The mean; None when any value is missing (LPIPS without its weights or on tiny images)."""
+    return None if any(v is None for v in values) else float(np.mean(values))
 
 
 def format_table(rows: dict[str, dict[str, Any]]) -> str:
@@ -91,7 +99,8 @@ def format_table(rows: dict[str, dict[str, Any]]) -> str:
     head = f"{'model':<10} {'PSNR':>7} {'SSIM':>7} {'SSIM-sk':>8} {'LPIPS':>7} {'ms/frame':>9}"
     lines = [head, "-" * len(head)]
     for name, r in rows.items():
+        lpips_text = f"{r['lpips']:7.4f}" if isinstance(r.get("lpips"), (int, float)) else f"{'–':>7}"
         lines.append(
-            f"{name:<10} {r['psnr']:7.2f} {r['ssim']:7.4f} {r['ssim_skimage']:8.4f} {r['lpips']:7.4f} {r['ms_per_frame']:9.1f}"
+            f"{name:<10} {r['psnr']:7.2f} {r['ssim']:7.4f} {r['ssim_skimage']:8.4f} {lpips_text} {r['ms_per_frame']:9.1f}"
         )
     return "\n".join(lines)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     still work) for the caller to fill; renamed to ``path`` when the block ends normally,
     removed when it raises."""
     path = Path(path)
+    check_output_parent(path, "", create=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
@@ -54,6 +57,7 @@ def atomic_dir(dst: str | Path, overwrite: bool = False) -> Iterator[Path]:
     dst = Path(dst)
     if (dst.exists() or dst.is_symlink()) and not overwrite:
         raise KiloNerfError(f"{dst}: already exists (pass --overwrite to replace it)")
+    check_output_parent(dst, "", create=True)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
     try:
@@ -73,6 +77,31 @@ def atomic_dir(dst: str | Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_output_file(path: str | Path, what: str) -> Path:
+    """``path`` if a command may write a file there: not a folder, inside an existing folder.
+    Call it before any work, so a bad output path fails at once and nothing is written."""
+    path = Path(path)
+    if path.is_dir():
+        raise KiloNerfError(f"{_named(what, path)}: is a folder; give a file name")
+    check_output_parent(path, what)
+    return path
+
+
+def check_output_parent(path: str | Path, what: str, create: bool = False) -> None:
+    """The folder that will hold ``path`` exists (or, with ``create``, can be created: no file
+    stands where one of its folders should be)."""
+    path = Path(path)
+    ancestor = next((a for a in path.parents if a.exists()), None)
+    if ancestor is not None and not ancestor.is_dir():
+        raise KiloNerfError(f"{_named(what, path)}: {ancestor} is a file, not a folder")
+    if not create and not path.absolute().parent.is_dir():
+        raise KiloNerfError(f"{_named(what, path)}: folder {path.parent} does not exist")
+
+
+def _named(what: str, path: Path) -> str:
+    return f"{what} {path}" if what else str(path)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -99,21 +128,64 @@ def atomic_torch_save(path: str | Path, obj: Any) -> None:
 
 
 def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """Load a checkpoint without executing code from it (``weights_only=True``)."""
+    """Load a checkpoint without executing code from it (``weights_only=True``). A file that
+    is missing, truncated, foreign or holds objects safe loading refuses is a one-line
+    RunError naming it; the refusal is never worked around."""
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path}: file not found")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise RunError(f"{path}: not a kilonerf checkpoint: it holds objects that safe loading refuses{what}") from None
+    except RuntimeError as exc:
+        if "zip archive" not in str(exc) and "central directory" not in str(exc):
+            raise RunError(f"{path}: not a readable kilonerf checkpoint ({_first_line(exc)})") from None
+        raise RunError(f"{path}: not a kilonerf checkpoint (truncated, or not a PyTorch file)") from None
     except Exception as exc:  # corrupt or foreign file: one line for the user
-        raise RunError(f"{path}: not a readable kilonerf checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise RunError(f"{path}: not a readable kilonerf checkpoint ({type(exc).__name__}: {_first_line(exc)})") from None
 
 
-def read_json(path: str | Path) -> Any:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+MAX_JSON_BYTES = 256 << 20
+"""The largest JSON file read (a transforms.json of 10,000 frames is a few MB)."""
+
+
+def _run_error(path: Path, problem: str) -> KiloNerfError:
+    return RunError(f"{path}: {problem}")
+
+
+def read_json(path: str | Path, error: Callable[[Path, str], KiloNerfError] = _run_error) -> Any:
+    """Parse a JSON file. Anything wrong with it (missing, a folder, unreadable, too large,
+    malformed, nested too deeply) is ``error(path, problem)``: a RunError unless the caller
+    passes its own error type, e.g. :class:`~kilonerf.errors.SceneError` for scene files."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise error(path, f"JSON file too large ({size >> 20} MB; at most {MAX_JSON_BYTES >> 20} MB)")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise RunError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path}: malformed JSON ({exc})") from None
+        raise error(path, "file not found") from None
+    except IsADirectoryError:
+        raise error(path, "is a folder, not a JSON file") from None
+    except UnicodeDecodeError as exc:
+        raise error(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise error(path, f"cannot read ({exc.strerror or exc})") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise error(path, "malformed JSON (nested too deeply)") from None
+    except MemoryError:
+        raise error(path, "malformed JSON (too large to parse)") from None
+    except json.JSONDecodeError as exc:
+        raise error(path, f"malformed JSON ({exc})") from None
+    except ValueError:  # an integer beyond Python's digit limit for str -> int
+        raise error(path, "malformed JSON (a number with too many digits)") from None

@@ -16,6 +16,7 @@ from kilonerf.data.load import load_scene
 from kilonerf.evaluation import RenderFn
 from kilonerf.models import default_model, load_renderer, run_scene_path
 from kilonerf.train.run_dir import RunDir
+from kilonerf.io import check_output_file
 from kilonerf.video import check_output, write_frames
 
 
@@ -59,6 +60,8 @@ def render_run(
     run.read_meta()
     if out is not None:
         check_output(out, overwrite)  # before any work: a bad --out fails at once
+    if save_path is not None:
+        check_output_file(save_path, "--save-path")
     model = model or default_model(run)
     scene = load_scene(data if data is not None else run_scene_path(run))
     path = make_camera_path(path_spec, scene, frames, width)

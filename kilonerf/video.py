@@ -13,7 +13,7 @@ import numpy as np
 
 from kilonerf.data.images import write_png
 from kilonerf.errors import KiloNerfError
-from kilonerf.io import atomic_dir, atomic_output
+from kilonerf.io import atomic_dir, atomic_output, check_output_parent
 
 
 def output_kind(out: str | Path) -> str:
@@ -32,6 +32,7 @@ def check_output(out: str | Path, overwrite: bool) -> str:
     non-empty folder only with ``overwrite``); call it before rendering to fail early."""
     out = Path(out)
     kind = output_kind(out)
+    check_output_parent(out, "--out", create=kind == "dir")
     if kind == "mp4" and out.exists() and not overwrite:
         raise KiloNerfError(f"{out}: already exists (pass --overwrite to replace it)")
     if kind == "dir" and out.exists() and not out.is_dir() and not overwrite:

@@ -27,7 +27,7 @@ def test_demo_writes_summary_report_and_run(demo_dir: Path) -> None:
         for key in ("psnr", "ssim", "lpips", "ms_per_frame"):
             assert key in summary[model]
         assert math.isfinite(summary[model]["psnr"]) and summary[model]["ms_per_frame"] > 0
-    assert summary["speedup"] > 0
+    assert summary["speedup_over_nerf"] > 0
     assert (demo_dir / "report.html").is_file()
     assert (demo_dir / "student.pt").is_file() and (demo_dir / "scene" / "transforms_test.json").is_file()
     metrics = json.loads((demo_dir / "eval" / "student_test" / "metrics.json").read_text())

@@ -8,7 +8,6 @@ its defaults (the NSVF conventions, so a converted scene loads back identically)
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -20,6 +19,7 @@ import numpy as np
 
 from kilonerf.data.scene import SPLIT_NAMES, Scene
 from kilonerf.errors import SceneError
+from kilonerf.io import read_json
 
 FORMATS = ("blender", "nsvf", "llff", "ngp")
 
@@ -82,15 +82,8 @@ def load_scene(
 
 
 def read_json_file(path: Path) -> Any:
-    """Parse a JSON file, with SceneError naming it when missing or malformed."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SceneError(path, "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SceneError(path, f"malformed JSON ({exc})") from None
-    except OSError as exc:
-        raise SceneError(path, f"cannot read ({exc.strerror or exc})") from None
+    """Parse a scene's JSON file; SceneError naming it when missing, unreadable or malformed."""
+    return read_json(path, SceneError)
 
 
 def read_numbers(path: Path) -> list[list[float]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import importlib.util
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,22 @@ def find_lpips_weights() -> Path:
             return candidate
     where = f" (package found at {locations[0]}, but without weights/alexnet.ckpt)" if locations else ""
     raise KiloNerfError(f"LPIPS weights not found{where}; {INSTALL_HINT}")
+
+
+_AVAILABLE: list[bool] = []
+
+
+def lpips_available() -> bool:
+    """Whether the LPIPS weights are installed. The first time they are not, says once on
+    stderr how to install them; callers then record LPIPS as missing (None)."""
+    if not _AVAILABLE:
+        try:
+            find_lpips_weights()
+            _AVAILABLE.append(True)
+        except KiloNerfError as exc:
+            print(f"kilonerf: LPIPS is not computed ({exc})", file=sys.stderr, flush=True)
+            _AVAILABLE.append(False)
+    return _AVAILABLE[0]
 
 
 def load_lpips_alex_weights(path: str | Path | None = None) -> dict[str, torch.Tensor]:
