@@ -57,7 +57,7 @@ def reuse_teacher(other: Path, run: RunDir, cfg: PipelineConfig) -> None:
     """Copy the teacher checkpoint of the benchmark run under ``other`` into ``run``; its
     teacher settings must equal ``cfg``'s."""
     src = RunDir(other / "run")
-    theirs = PipelineConfig.from_dict(src.read_meta()["config"])
+    theirs = src.read_config()
     if teacher_settings(theirs) != teacher_settings(cfg):
         raise RunError(f"{src.meta_path}: its teacher settings differ from this run's; cannot reuse its teacher")
     dst = run.stage_checkpoint("teacher")

@@ -104,6 +104,23 @@ def _named(what: str, path: Path) -> str:
     return f"{what} {path}" if what else str(path)
 
 
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.(tmp|old)(\.[A-Za-z0-9]+)?$")
+"""Names :func:`atomic_output` and :func:`atomic_dir` give their temp files and folders."""
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temp files and folders that writes interrupted by a kill left in ``folder``
+    (never a finished file: those carry their own names). Call it only while no other process
+    writes there, e.g. when a run is reopened. Returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    for entry in folder.iterdir() if folder.is_dir() else []:
+        if _TEMP_NAME.match(entry.name):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(entry)
+    return removed
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file and rename."""
     with atomic_output(path) as tmp, open(tmp, "wb") as f:

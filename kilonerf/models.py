@@ -10,7 +10,6 @@ from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.evaluation import RenderFn
 from kilonerf.render.occupancy import OccupancyGrid
-from kilonerf.train.config import PipelineConfig
 from kilonerf.train.finetune import StudentRenderer
 from kilonerf.train.run_dir import RunDir
 from kilonerf.train.student_io import load_student
@@ -45,7 +44,7 @@ def load_renderer(
     evaluated by ``backend`` (default: the compiled ``cpu`` backend on the CPU, see
     :func:`kilonerf.kernels.default_render_backend`; ``torch_ref`` forces the reference).
     """
-    cfg = PipelineConfig.from_dict(run.read_meta()["config"])
+    cfg = run.read_config()
     if model == "teacher":
         trainer = load_teacher(run, scene, cfg.teacher, cfg.teacher_params, device)
         return trainer.render_rays

@@ -99,3 +99,13 @@ def make_ngp_from_blender(src: Path, dst: Path, count: int) -> tuple[Path, dict]
     path = dst / "transforms.json"
     path.write_text(json.dumps(out))
     return path, out
+
+
+def llff_folder(root: Path, n: int = 3, size: tuple[int, int] = (6, 8)) -> Path:
+    """An LLFF folder: ``n`` RGB images in ``images_4/`` and their ``poses_bounds.npy``."""
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        save_png(root / "images_4" / f"im{k}.png", random_image(rng, *size, channels=3))
+    mats = np.tile(np.array([[0, 1, 0, 0, 24], [1, 0, 0, 0, 32], [0, 0, 1, 4, 30]], dtype=np.float64), (n, 1, 1))
+    np.save(root / "poses_bounds.npy", np.concatenate([mats.reshape(n, 15), np.tile([1.0, 5.0], (n, 1))], axis=1))
+    return root

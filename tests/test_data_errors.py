@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scene_builders import make_blender, make_nsvf, random_image, save_png
+from scene_builders import llff_folder, make_blender, make_nsvf, random_image, save_png
 
 from kilonerf.data import SceneError, load_scene
 
@@ -157,15 +157,6 @@ def test_nsvf_missing_side_files_and_bad_names(tmp_path: Path) -> None:
     odd = root / "rgb" / "0_0001.png"
     save_png(odd, random_image(np.random.default_rng(0), 6, 9, 3))
     expect_error(root, odd, "one size")
-
-
-def llff_folder(root: Path, n: int = 3, size: tuple[int, int] = (6, 8)) -> Path:
-    rng = np.random.default_rng(0)
-    for k in range(n):
-        save_png(root / "images_4" / f"im{k}.png", random_image(rng, *size, channels=3))
-    mats = np.tile(np.array([[0, 1, 0, 0, 24], [1, 0, 0, 0, 32], [0, 0, 1, 4, 30]], dtype=np.float64), (n, 1, 1))
-    np.save(root / "poses_bounds.npy", np.concatenate([mats.reshape(n, 15), np.tile([1.0, 5.0], (n, 1))], axis=1))
-    return root
 
 
 def test_llff_bad_files(tmp_path: Path) -> None:

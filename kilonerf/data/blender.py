@@ -22,6 +22,7 @@ import numpy as np
 from kilonerf.data.images import check_same_size, read_rgb_alpha_many
 from kilonerf.data.load import (
     check_pose,
+    is_finite_number,
     read_json_file,
     resolve_inside,
     scene_extras,
@@ -76,7 +77,7 @@ def frame_intrinsics(
         value = frame.get(key, meta.get(key))
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_finite_number(value):
             raise SceneError(json_path, f"frame {k}: '{key}' must be a finite number, got {value!r}")
         return float(value)
 

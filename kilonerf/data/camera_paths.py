@@ -15,7 +15,6 @@ Pixel centres are at +0.5, as everywhere in kilonerf.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from kilonerf.data.cameras import look_at
-from kilonerf.data.load import check_pose, read_json_file
+from kilonerf.data.load import check_pose, is_finite_number, read_json_file
 from kilonerf.data.scene import Scene
 from kilonerf.errors import KiloNerfError, SceneError
 from kilonerf.io import atomic_write_json
@@ -197,7 +196,7 @@ def _positive_int(meta: dict[str, Any], key: str, where: Path) -> int:
 
 
 def _number(value: Any, where: Path, what: str, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise SceneError(where, f"{what} must be a finite number, got {value!r}")
     if positive and value <= 0:
         raise SceneError(where, f"{what} must be positive, got {value!r}")

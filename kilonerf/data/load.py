@@ -108,11 +108,22 @@ def read_numbers(path: Path) -> list[list[float]]:
     return rows
 
 
+def is_finite_number(value: Any) -> bool:
+    """Whether a parsed JSON value is a number that is finite as a float: booleans are not
+    numbers here, nor is an integer too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def check_pose(matrix: Any, where: Path, what: str) -> np.ndarray:
     """(4, 4) float64 from a nested list / array; SceneError naming ``where`` otherwise."""
     try:
         m = np.asarray(matrix, dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise SceneError(where, f"{what}: pose is not a 4 x 4 matrix of numbers") from None
     if m.shape != (4, 4):
         raise SceneError(where, f"{what}: pose must be 4 x 4, got shape {m.shape}")

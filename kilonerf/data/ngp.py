@@ -18,7 +18,6 @@ The side files of :mod:`kilonerf.data.load` (``bbox.txt`` ...) override these de
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 
 from kilonerf.data.blender import frame_image_path, frame_intrinsics, frame_pose, read_frames
 from kilonerf.data.images import read_rgb_alpha_many
-from kilonerf.data.load import holdout_selection, near_far_from_box, scene_extras, wanted_splits
+from kilonerf.data.load import holdout_selection, is_finite_number, near_far_from_box, scene_extras, wanted_splits
 from kilonerf.data.scene import SPLIT_NAMES, Scene
 from kilonerf.errors import SceneError
 
@@ -41,7 +40,7 @@ def ngp_box(meta: dict[str, Any], json_path: Path) -> np.ndarray:
 
     def number(key: str, default: float) -> float:
         value = meta.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_finite_number(value):
             raise SceneError(json_path, f"'{key}' must be a finite number, got {value!r}")
         return float(value)
 
@@ -51,7 +50,7 @@ def ngp_box(meta: dict[str, Any], json_path: Path) -> np.ndarray:
     offset = meta.get("offset", NGP_OFFSET)
     try:
         off = np.broadcast_to(np.asarray(offset, dtype=np.float64), (3,))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise SceneError(json_path, f"'offset' must be a number or 3 numbers, got {offset!r}") from None
     if not np.isfinite(off).all():
         raise SceneError(json_path, f"'offset' must be finite, got {offset!r}")

@@ -15,9 +15,8 @@ from kilonerf.data.rays import RayTable
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.fields.multinet import MultiNetField
-from kilonerf.io import atomic_write_json, read_json, safe_torch_load
+from kilonerf.io import atomic_write_json, read_json, remove_stale_temps, safe_torch_load
 from kilonerf.render.occupancy import OccupancyGrid
-from kilonerf.settings import SettingError
 from kilonerf.train.config import PipelineConfig, resolve_config
 from kilonerf.train.distill import DistillConfig, DistillTrainer
 from kilonerf.train.finetune import FinetuneConfig, FinetuneTrainer
@@ -49,18 +48,14 @@ def open_run(
     if run.root.exists() and not run.root.is_dir():
         raise RunError(f"{run.root}: is a file, not a run folder; choose another --out")
     if run.exists():
-        meta = run.read_meta()
-        try:
-            cfg = PipelineConfig.from_dict(meta.get("config"))
-        except SettingError as exc:
-            raise RunError(f"{run.meta_path}: {exc}") from None
+        meta, cfg = run.read_meta(), run.read_config()
+        for folder in (run.root, *(run.stage_checkpoint(s).parent for s in STAGES)):
+            remove_stale_temps(folder)  # left by a kill during a write; never read
         for name, asked, have in (("preset", preset, cfg.preset), ("teacher", teacher, cfg.teacher)):
             if asked is not None and asked != have:
                 raise RunError(f"{run.meta_path}: this run uses {name} '{have}', not '{asked}'; use a new --out")
         if no_distill and not cfg.no_distill:
             raise RunError(f"{run.meta_path}: this run was created with distillation; use a new --out for --no-distill")
-        if data is None and not isinstance(meta.get("data"), str):
-            raise RunError(f"{run.meta_path}: no scene folder recorded; give the scene folder to train on")
         scene = load_scene(Path(data) if data is not None else Path(meta["data"]))
         return run, cfg, scene
     if data is None:

@@ -26,6 +26,8 @@ from typing import Any
 from kilonerf import __version__
 from kilonerf.errors import RunError
 from kilonerf.io import atomic_write_json, read_json
+from kilonerf.settings import SettingError
+from kilonerf.train.config import PipelineConfig
 
 RUN_FORMAT = 1
 """Bumped whenever the layout or checkpoint contents change incompatibly."""
@@ -73,7 +75,17 @@ class RunDir:
                 f"{self.meta_path}: run format {found!r} from another kilonerf version "
                 f"(this is {__version__}, format {RUN_FORMAT}); retrain into a new folder"
             )
+        if not isinstance(meta.get("data"), str) or not isinstance(meta.get("config"), dict):
+            raise RunError(f"{self.meta_path}: needs 'data' (the scene folder) and 'config' (the settings); "
+                           "not written by `kilonerf train`")  # fmt: skip
         return meta
+
+    def read_config(self) -> PipelineConfig:
+        """The run's settings from run.json, every one checked against its domain."""
+        try:
+            return PipelineConfig.from_dict(self.read_meta()["config"])
+        except SettingError as exc:
+            raise RunError(f"{self.meta_path}: {exc}") from None
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
