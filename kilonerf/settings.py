@@ -228,8 +228,3 @@ def check_setting(f: Field, value: Any, section: str) -> Any:
     except (ValueError, TypeError):
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         raise SettingError(f"setting '{section}.{f.name}' must be {domain.describe()}, got {shown}") from None
-
-
-def default_of(f: Field) -> Any:
-    """A settings field's default value."""
-    return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]

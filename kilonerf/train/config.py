@@ -113,6 +113,8 @@ class PipelineConfig:
             raise SettingError(f"setting 'no_distill' must be true or false, got {self.no_distill!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise SettingError(f"setting 'seed' must be an integer >= 0, got {self.seed!r}")
+        if not isinstance(self.extra, dict):
+            raise SettingError(f"setting 'extra' must be a mapping, got {self.extra!r}")
         for section in SECTIONS:
             self.section_class(section).from_dict(getattr(self, section), section)
 
