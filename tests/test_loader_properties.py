@@ -32,7 +32,7 @@ from kilonerf.models import default_model, load_renderer, run_scene_path
 from kilonerf.report.sources import gather
 from kilonerf.train.run_dir import RunDir
 
-EXAMPLES = int(os.environ.get("KILONERF_PROPERTY_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("KILONERF_PROPERTY_EXAMPLES", "150"))
 """Examples per test: a fixed budget in CI; raise it locally to search longer."""
 PROPERTY = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                     phases=[Phase.explicit, Phase.generate],  # no shrinking: a failing example is already small
