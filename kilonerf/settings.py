@@ -195,6 +195,9 @@ class Settings:
         if extra:
             raise SettingError(f"unknown settings {', '.join(f'{section}.{k}' for k in extra)} "
                                f"(have: {', '.join(known)})")  # fmt: skip
+        missing = [name for name, f in known.items() if name not in d and f.default is MISSING]
+        if missing:
+            raise SettingError(f"missing settings {', '.join(f'{section}.{k}' for k in missing)}")
         checked = {k: check_setting(known[k], v, section) for k, v in d.items()}
         return cls(**checked)
 

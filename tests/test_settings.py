@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, fields
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,9 @@ def test_every_field_refuses_values_outside_its_domain(section: str, cls: type[S
     default = asdict(cls(max_steps=10)) if section.endswith("_loop") else asdict(cls())
     assert cls.from_dict(default, section) == cls.from_dict(dict(default), section)
     for f in fields(cls):  # type: ignore[arg-type]
+        if f.default is MISSING:
+            with pytest.raises(SettingError, match=f"missing settings {section}.{f.name}"):
+                cls.from_dict({k: v for k, v in default.items() if k != f.name}, section)
         domain = domain_of(f)  # a field without a declared domain fails here
         name = f"'{section}.{f.name}'"
         for text in _bad_texts(domain):
