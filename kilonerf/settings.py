@@ -228,6 +228,6 @@ def check_setting(f: Field, value: Any, section: str) -> Any:
     domain = domain_of(f)
     try:
         return domain.check(value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: an integer too large for a float
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         raise SettingError(f"setting '{section}.{f.name}' must be {domain.describe()}, got {shown}") from None

@@ -90,8 +90,8 @@ def load_llff(
         data = np.load(npy, allow_pickle=False)
     except FileNotFoundError:
         raise SceneError(npy, "file not found") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise SceneError(npy, f"not a readable .npy array ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a garbled header fails in numpy's parser with any of several types
+        raise SceneError(npy, f"not a readable .npy array ({type(exc).__name__})") from None
     if data.ndim != 2 or data.shape[1] != 17 or data.shape[0] == 0:
         raise SceneError(npy, f"expected shape (N, 17), got {data.shape}")
     if not np.issubdtype(data.dtype, np.number) or not np.isfinite(data).all():

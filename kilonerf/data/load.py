@@ -75,7 +75,24 @@ def load_scene(
         from kilonerf.data.llff import load_llff as loader
     else:
         from kilonerf.data.ngp import load_ngp as loader
-    return loader(path, splits=splits, background=background)
+    return check_scene_numbers(loader(path, splits=splits, background=background), Path(path))
+
+
+def check_scene_numbers(scene: Scene, root: Path) -> Scene:
+    """``scene`` if every camera and bound it was given is finite and usable: numbers that
+    parse but overflow (1e308 in a pose, a focal length of 0) fail here, naming the image."""
+    names = scene.image_names or [str(k) for k in range(len(scene.images))]
+    for k, name in enumerate(names):
+        if not np.isfinite(scene.poses[k]).all():
+            raise SceneError(root, f"image '{name}': its camera pose is not finite")
+        if not np.isfinite(scene.intrinsics[k]).all() or not (scene.intrinsics[k, :2] > 0).all():
+            raise SceneError(root, f"image '{name}': its intrinsics are not finite with positive focal lengths")
+    if not np.isfinite(scene.bbox).all() or not (scene.bbox[1] > scene.bbox[0]).all():
+        raise SceneError(root, f"the scene box is not finite with min < max: {scene.bbox.tolist()}")
+    if not (math.isfinite(scene.near) and math.isfinite(scene.far) and 0 <= scene.near < scene.far):
+        raise SceneError(root, f"near/far {scene.near}, {scene.far} (from the cameras and the box) are not finite "
+                         "with 0 <= near < far")  # fmt: skip
+    return scene
 
 
 # ---- helpers shared by the loaders -------------------------------------------------------
