@@ -47,15 +47,14 @@ def render_spread(run_path: Path, view_res: int) -> tuple[Tensor, Tensor, Tensor
     """(net, local, dirs) of every sample one ESS + ERT render evaluates, on a 16^3 grid."""
     from kilonerf.bench import RecordingBackend, scene_views
     from kilonerf.data.load import load_scene
-    from kilonerf.models import load_student_renderer, run_scene_path
+    from kilonerf.run.models import load_student_renderer, run_scene_path
     from kilonerf.render.fast import render_fast
-    from kilonerf.train.run_dir import RunDir
+    from kilonerf.run.folder import RunDir
 
     run = RunDir(run_path)
     scene = load_scene(run_scene_path(run))
     renderer = load_student_renderer(run, scene, torch.device("cpu"))
     student, occ = renderer.student, renderer.occupancy
-    student.density_activation = "relu"
     view = scene_views(scene, 1, view_res, "cpu")[0]
     rec = RecordingBackend(student, get_backend("cpu"))
     render_fast(student, occ, view.origins, view.dirs, scene.near, scene.far, 384, None, backend=rec)

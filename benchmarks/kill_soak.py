@@ -37,10 +37,10 @@ from kilonerf.data.load import load_scene
 from kilonerf.evaluation import evaluate_split
 from kilonerf.io import atomic_write_json, read_json, safe_torch_load
 from kilonerf.kernels.perf import machine_name
-from kilonerf.models import load_renderer
+from kilonerf.run.models import load_renderer
 from kilonerf.render.occupancy import OccupancyGrid
-from kilonerf.train.pipeline import STAGES
-from kilonerf.train.run_dir import RunDir
+from kilonerf.run.pipeline import STAGES
+from kilonerf.run.folder import RunDir
 
 STAGE_LINE = re.compile(r"^\[(teacher|occupancy|distill|finetune)\] running")
 PROGRESS = re.compile(r"(teacher|distill|finetune) (\d+)/(\d+)")

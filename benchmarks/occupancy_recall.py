@@ -33,8 +33,8 @@ from kilonerf.render.occupancy import OccupancyGrid
 from kilonerf.train.config import PipelineConfig
 from kilonerf.train.fast_teacher import FastTeacherConfig
 from kilonerf.train.nerf_teacher import NeRFTeacherConfig
-from kilonerf.train.pipeline import default_device, open_run, run_pipeline, stage_seconds
-from kilonerf.train.run_dir import RunDir
+from kilonerf.run.pipeline import default_device, open_run, run_pipeline, stage_seconds
+from kilonerf.run.folder import RunDir
 
 
 def surface_voxels(occupied: np.ndarray) -> np.ndarray:

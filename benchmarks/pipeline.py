@@ -17,10 +17,10 @@ from pathlib import Path
 from kilonerf.evaluation import evaluate_split, format_table
 from kilonerf.io import atomic_write_json, read_json
 from kilonerf.kernels.perf import machine_name
-from kilonerf.models import load_renderer
+from kilonerf.run.models import load_renderer
 from kilonerf.runtime import reuse_freed_memory
-from kilonerf.train.pipeline import default_device, open_run, run_pipeline, stage_seconds
-from kilonerf.train.run_dir import RunDir
+from kilonerf.run.pipeline import default_device, open_run, run_pipeline, stage_seconds
+from kilonerf.run.folder import RunDir
 
 
 def main() -> None:

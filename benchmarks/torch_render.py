@@ -26,9 +26,9 @@ from kilonerf.data.rays import RayTable
 from kilonerf.io import atomic_write_json
 from kilonerf.kernels.perf import machine_name
 from kilonerf.metrics.psnr import psnr
-from kilonerf.models import load_student_renderer, run_scene_path
+from kilonerf.run.models import load_student_renderer, run_scene_path
 from kilonerf.runtime import reuse_freed_memory
-from kilonerf.train.run_dir import RunDir
+from kilonerf.run.folder import RunDir
 
 
 def main() -> None:

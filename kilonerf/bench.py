@@ -38,11 +38,11 @@ from kilonerf.fields.nerf import NeRFField
 from kilonerf.kernels import GroupedBackend, MultiNetParams, default_render_backend, get_backend
 from kilonerf.kernels.perf import machine_name, matmul_flops, nerf_mlp_flops, sync_device, tiny_mlp_flops
 from kilonerf.metrics import psnr
-from kilonerf.models import load_student_renderer
+from kilonerf.run.models import load_student_renderer
 from kilonerf.render.dense import render_dense
 from kilonerf.render.fast import render_fast
 from kilonerf.render.occupancy import OccupancyGrid
-from kilonerf.train.run_dir import RunDir
+from kilonerf.run.folder import RunDir
 
 NUM_SAMPLES = 384
 
@@ -132,7 +132,6 @@ def run_bench(
     device = torch.device(device)
     renderer = load_student_renderer(run, scene, device)
     student, occupancy = renderer.student, renderer.occupancy
-    student.density_activation = "relu"  # as StudentRenderer renders; render_fast is called directly here
     bg = torch.as_tensor(scene.background, dtype=torch.float32, device=device)
     near, far = float(scene.near), float(scene.far)
     backend_name = backend or default_render_backend(device)

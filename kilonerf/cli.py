@@ -36,7 +36,7 @@ def _cmd_procedural(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from kilonerf.train.pipeline import open_run, run_pipeline
+    from kilonerf.run.pipeline import open_run, run_pipeline
 
     overrides = dict(_parse_setting(s) for s in args.set)
     run, cfg, scene = open_run(args.data, args.out, args.preset, args.teacher, args.no_distill, overrides)
@@ -59,8 +59,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from kilonerf.data.load import load_scene
     from kilonerf.evaluation import evaluate_split, format_table
     from kilonerf.io import atomic_write_json, check_output_file
-    from kilonerf.models import default_model, load_renderer, run_scene_path
-    from kilonerf.train.run_dir import RunDir
+    from kilonerf.run.models import default_model, load_renderer, run_scene_path
+    from kilonerf.run.folder import RunDir
 
     if args.json:
         check_output_file(args.json, "--json")
@@ -139,8 +139,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from kilonerf.bench import format_bench, run_bench
     from kilonerf.data.load import load_scene
     from kilonerf.io import atomic_write_json, check_output_file
-    from kilonerf.models import run_scene_path
-    from kilonerf.train.run_dir import RunDir
+    from kilonerf.run.models import run_scene_path
+    from kilonerf.run.folder import RunDir
 
     if args.json:
         check_output_file(args.json, "--json")
@@ -183,7 +183,7 @@ def torch_device(name: str | None):  # noqa: ANN201 - torch imported lazily to k
     """The ``--device`` option: the named device, or cuda when available else cpu for None."""
     import torch
 
-    from kilonerf.train.pipeline import default_device
+    from kilonerf.run.pipeline import default_device
 
     if name is None:
         return default_device()

@@ -20,12 +20,12 @@ from tqdm import tqdm
 from kilonerf.data.procedural import write_procedural_scene
 from kilonerf.evaluation import evaluate_split, format_table
 from kilonerf.io import atomic_write_json
-from kilonerf.models import load_renderer
+from kilonerf.run.models import load_renderer
 from kilonerf.render_path import render_run
-from kilonerf.train.pipeline import (
+from kilonerf.run.pipeline import (
     STAGES, check_new_run_root, new_config, open_run, run_pipeline, stage_done, stage_seconds,
 )
-from kilonerf.train.run_dir import RunDir
+from kilonerf.run.folder import RunDir
 
 SUMMARY_KEYS = ("psnr", "ssim", "lpips", "ms_per_frame")
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 from tqdm import tqdm
 
 from kilonerf.data.images import to_uint8, write_png
@@ -19,9 +17,7 @@ from kilonerf.io import atomic_dir, atomic_write_json
 from kilonerf.kernels.perf import sync_device
 from kilonerf.metrics import lpips, lpips_available, psnr, ssim, ssim_skimage
 from kilonerf.metrics.lpips import MIN_SIDE
-
-RenderFn = Callable[[Tensor, Tensor], Tensor]
-"""origins (N, 3), unit dirs (N, 3) -> rgb (N, 3) in [0, 1]."""
+from kilonerf.render.volume import RenderFn
 
 METRICS = ("psnr", "ssim", "ssim_skimage", "lpips")
 

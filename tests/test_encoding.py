@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kilonerf.fields.encoding import encoded_dim, grouped_encoding_order, positional_encoding, positional_encoding_grouped
+from kilonerf.kernels.encoding import encoded_dim, grouped_encoding_order, positional_encoding, positional_encoding_grouped
 
 
 def test_widths_of_the_papers_encodings() -> None:

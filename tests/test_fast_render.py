@@ -203,7 +203,7 @@ def test_native_tiles_pass_sizes_and_leaky_density(rays: tuple[torch.Tensor, tor
     from kilonerf.render.fast_native import render_native
 
     o, d = rays[0][:120], rays[1][:120]
-    leaky = MultiNetField(BOX, max_res=5, shared_init=False, seed=9, density_activation="leaky_relu")
+    leaky = MultiNetField(BOX, max_res=5, shared_init=False, seed=9)
     occ = _sphere_occupancy()
     n = o.shape[0]
     near, far = ray_box_intersect(o, d, BOX)[:2]
@@ -211,11 +211,13 @@ def test_native_tiles_pass_sizes_and_leaky_density(rays: tuple[torch.Tensor, tor
     step = (far - near) / (S - 1)
     k_lo, count = _sample_range(_region(leaky, occ), o, d, near, step, S)  # type: ignore[arg-type]
     for per_pass in (1, 8):
-        ref = render_fast(leaky, occ, o, d, near, far, S, None, backend="torch_ref", samples_per_pass=per_pass)
+        ref = render_fast(leaky, occ, o, d, near, far, S, None, backend="torch_ref", samples_per_pass=per_pass,
+                          density_activation="leaky_relu")
         for tile in (1, 7, n):
             with torch.no_grad():
                 res = render_native(
-                    leaky, occ, cpu_backend, o, d, near, step, k_lo, count, 0.01, per_pass, False, tile  # type: ignore[arg-type]
+                    leaky, occ, cpu_backend, o, d, near, step, k_lo, count, 0.01, per_pass, False, tile,  # type: ignore[arg-type]
+                    density_activation="leaky_relu",
                 )
             assert res.evaluated == ref.samples_evaluated
             assert float((res.rgb - ref.rgb).abs().max()) <= 2e-6 and float((res.acc - ref.acc).abs().max()) <= 2e-6

@@ -16,7 +16,7 @@ from kilonerf.data.cameras import camera_rays, pixel_coords
 from kilonerf.data.procedural import look_at
 from kilonerf.data.rays import RayTable
 from kilonerf.data.scene import Scene
-from kilonerf.fields.encoding import positional_encoding
+from kilonerf.kernels.encoding import positional_encoding
 from kilonerf.fields.grid_raymarch import march_occupied, packed_composite, packed_distortion, packed_weights
 from kilonerf.fields.grid_sampling import corner_weights, gather_lerp, resample_grid, to_lattice
 from kilonerf.fields.grid_teacher import GridTeacherField

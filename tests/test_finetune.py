@@ -64,7 +64,6 @@ def test_finetuning_a_distilled_student_lowers_the_loss(scene, occupancy) -> Non
     for step in range(15):
         d.train_step(step, e, e, e)
     t = make(scene, occupancy, d.student)
-    assert t.student.density_activation == "relu"
     table = RayTable(scene, "train")
     before = train_mse(t, table)
     run_steps(t, table, 25)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kilonerf.errors import KiloNerfError
-from kilonerf.fields.encoding import positional_encoding
+from kilonerf.kernels.encoding import positional_encoding
 from kilonerf.kernels import GroupedBackend, MultiNetParams, available_backends, get_backend
 from kilonerf.kernels.base import layer_shapes
 from kilonerf.kernels.torch_ref import TorchRefBackend

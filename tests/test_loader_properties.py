@@ -28,9 +28,9 @@ from kilonerf.data.camera_paths import make_camera_path
 from kilonerf.data.load import load_scene
 from kilonerf.data.scene import Scene
 from kilonerf.errors import KiloNerfError
-from kilonerf.models import default_model, load_renderer, run_scene_path
+from kilonerf.run.models import default_model, load_renderer, run_scene_path
 from kilonerf.report.sources import gather
-from kilonerf.train.run_dir import RunDir
+from kilonerf.run.folder import RunDir
 
 EXAMPLES = int(os.environ.get("KILONERF_PROPERTY_EXAMPLES", "150"))
 """Examples per test: a fixed budget in CI; raise it locally to search longer."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kilonerf.errors import KiloNerfError
-from kilonerf.fields.encoding import positional_encoding
+from kilonerf.kernels.encoding import positional_encoding
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.fields.network_grid import NetworkGrid, grid_resolution
 
@@ -115,18 +115,17 @@ def test_forward_matches_manual_network_and_zero_outside() -> None:
 
 
 def test_density_activation_and_gradients() -> None:
-    field = _small_field(shared_init=False, density_activation="leaky_relu")
+    field = _small_field(shared_init=False)
     torch.manual_seed(2)
     pts = torch.rand(256, 3) * 2 - 1
     dirs = torch.nn.functional.normalize(torch.randn(256, 3), dim=-1)
-    sigma, rgb = field(pts, dirs)
+    sigma, rgb = field(pts, dirs, activation="leaky_relu")
     assert bool((sigma < 0).any())  # LeakyReLU lets slightly negative density through
     (sigma.sum() + rgb.sum()).backward()
     assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in field.parameters())
-    field.density_activation = "relu"
-    assert bool((field.density(pts) >= 0).all())
+    assert bool((field.density(pts) >= 0).all()) and bool((field(pts, dirs)[0] >= 0).all())  # ReLU by default
     with pytest.raises(KiloNerfError):
-        field.density_activation = "softplus"
+        field(pts, dirs, activation="softplus")
 
 
 def test_config_rebuilds_identical_field() -> None:

@@ -129,7 +129,7 @@ def test_eval_backends_agree(trained_run: Path, tmp_path: Path, cpu_backend: obj
 def test_bench_table(trained_run: Path, tiny_scene: Path, capsys: pytest.CaptureFixture[str], cpu_backend: object) -> None:
     from kilonerf.bench import format_bench, run_bench
     from kilonerf.data.load import load_scene
-    from kilonerf.train.run_dir import RunDir
+    from kilonerf.run.folder import RunDir
 
     result = run_bench(RunDir(trained_run), load_scene(tiny_scene), resolution=24, views=1, nerf_rays=8,
                        ess_rays=64, matmul_size=256)  # fmt: skip

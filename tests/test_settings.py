@@ -21,7 +21,7 @@ from kilonerf.train.config import (
     teacher_config_class,
 )
 from kilonerf.train.nerf_teacher import NeRFTeacherConfig
-from kilonerf.train.pipeline import new_config
+from kilonerf.run.pipeline import new_config
 
 CONFIGS: list[tuple[str, type[Settings]]] = [*SECTIONS.items(), ("teacher_params", NeRFTeacherConfig)]
 

@@ -10,7 +10,7 @@ import torch
 from kilonerf.data.procedural import write_procedural_scene
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.render.occupancy import OccupancyGrid
-from kilonerf.train.pipeline import open_run
+from kilonerf.run.pipeline import open_run
 from kilonerf.train.student_io import save_student
 
 

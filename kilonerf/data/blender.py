@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from kilonerf.data.images import check_same_size, read_rgb_alpha_many
-from kilonerf.data.load import (
+from kilonerf.data.files import (
     check_pose,
     is_finite_number,
     read_json_file,

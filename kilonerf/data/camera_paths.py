@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from kilonerf.data.cameras import look_at
-from kilonerf.data.load import check_pose, is_finite_number, read_json_file
+from kilonerf.data.files import check_pose, is_finite_number, read_json_file
 from kilonerf.data.scene import Scene
 from kilonerf.errors import KiloNerfError, SceneError
 from kilonerf.io import atomic_write_json

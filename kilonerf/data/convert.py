@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from kilonerf.data.images import write_png
-from kilonerf.data.load import load_scene, natural_key
+from kilonerf.data.files import natural_key
+from kilonerf.data.load import load_scene
 from kilonerf.data.nsvf import OPENCV_TO_OPENGL
 from kilonerf.data.scene import SPLIT_NAMES, Scene
 from kilonerf.errors import KiloNerfError

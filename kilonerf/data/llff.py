@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from kilonerf.data.images import check_same_size, read_rgb_many
-from kilonerf.data.load import holdout_selection, scene_extras, wanted_splits
+from kilonerf.data.files import holdout_selection, scene_extras, wanted_splits
 from kilonerf.data.scene import SPLIT_NAMES, Scene
 from kilonerf.errors import SceneError
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from kilonerf.data.blender import frame_image_path, frame_intrinsics, frame_pose, read_frames
 from kilonerf.data.images import read_rgb_alpha_many
-from kilonerf.data.load import holdout_selection, is_finite_number, near_far_from_box, scene_extras, wanted_splits
+from kilonerf.data.files import holdout_selection, is_finite_number, near_far_from_box, scene_extras, wanted_splits
 from kilonerf.data.scene import SPLIT_NAMES, Scene
 from kilonerf.errors import SceneError
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from kilonerf.data.images import check_same_size, read_rgb_alpha_many
-from kilonerf.data.load import (
+from kilonerf.data.files import (
     check_pose,
     natural_key,
     near_far_from_box,

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kilonerf.fields.encoding import encoded_dim, positional_encoding
+from kilonerf.kernels.encoding import encoded_dim, positional_encoding
 from kilonerf.fields.grid_sampling import corner_weights, gather_lerp, resample_grid, to_lattice
 
 

@@ -23,6 +23,16 @@ from kilonerf.kernels.base import layer_shapes
 DENSITY_ACTIVATIONS = ("relu", "leaky_relu")
 
 
+def activate_density(raw: Tensor, activation: str = "relu") -> Tensor:
+    """Raw network output -> sigma. ``relu`` renders (and fine-tunes); ``leaky_relu`` is the
+    original's activation while distilling. The caller says which: the model stores none."""
+    if activation == "relu":
+        return torch.relu(raw)
+    if activation == "leaky_relu":
+        return nn.functional.leaky_relu(raw)
+    raise KiloNerfError(f"density activation must be one of {DENSITY_ACTIVATIONS}, got '{activation}'")
+
+
 class MultiNetField(nn.Module):
     """A :class:`~kilonerf.fields.base.RadianceField` made of ``prod(res)`` tiny MLPs.
 
@@ -30,8 +40,6 @@ class MultiNetField(nn.Module):
         bbox: (2, 3) scene box (min, max); it is kept exactly (cells slightly non-cubic).
         max_res: cells on the longest axis; ``res`` overrides the whole resolution.
         hidden: hidden width (32 in the paper); ``pos_freqs``/``dir_freqs``: encoding L.
-        density_activation: ``"relu"`` (render time) or ``"leaky_relu"`` (the original's
-            distillation); changeable later through the attribute of the same name.
         shared_init: the paper's initialisation, every network starting from the same weights
             drawn once with ``seed``; False draws independent weights per network.
         backend: default grouped-evaluation backend name for :meth:`forward`/:meth:`density`.
@@ -45,7 +53,6 @@ class MultiNetField(nn.Module):
         hidden: int = 32,
         pos_freqs: int = 10,
         dir_freqs: int = 4,
-        density_activation: str = "relu",
         shared_init: bool = True,
         seed: int = 0,
         backend: str = "torch_ref",
@@ -56,7 +63,6 @@ class MultiNetField(nn.Module):
         grid_res = grid_resolution(bbox, max_res) if res is None else (int(res[0]), int(res[1]), int(res[2]))
         self.res: tuple[int, int, int] = grid_res
         self.hidden, self.pos_freqs, self.dir_freqs = hidden, pos_freqs, dir_freqs
-        self.density_activation = density_activation
         self.backend = backend
         shapes = layer_shapes(hidden, pos_freqs, dir_freqs)
         self.weights = nn.ParameterList()
@@ -72,16 +78,6 @@ class MultiNetField(nn.Module):
             b = (torch.rand((draws, fan_out), generator=gen) * 2 - 1) * bound
             self.weights.append(nn.Parameter(w.expand(k, -1, -1).clone()))
             self.biases.append(nn.Parameter(b.expand(k, -1).clone()))
-
-    @property
-    def density_activation(self) -> str:
-        return self._density_activation
-
-    @density_activation.setter
-    def density_activation(self, name: str) -> None:
-        if name not in DENSITY_ACTIVATIONS:
-            raise KiloNerfError(f"density_activation must be one of {DENSITY_ACTIVATIONS}, got '{name}'")
-        self._density_activation = name
 
     @property
     def grid(self) -> NetworkGrid:
@@ -105,46 +101,42 @@ class MultiNetField(nn.Module):
         """Direction layer and RGB layer, weights and biases (fine-tuning's L2 regulariser)."""
         return [self.weights[3], self.biases[3], self.weights[4], self.biases[4]]
 
-    def activate_density(self, raw: Tensor) -> Tensor:
-        """Raw network output -> sigma with the current ``density_activation``."""
-        if self._density_activation == "relu":
-            return torch.relu(raw)
-        return nn.functional.leaky_relu(raw)
-
     def evaluate_local(
-        self, net_index: Tensor, local: Tensor, dirs: Tensor, backend: str | GroupedBackend | None = None
-    ) -> tuple[Tensor, Tensor]:
+        self, net_index: Tensor, local: Tensor, dirs: Tensor, backend: str | GroupedBackend | None = None,
+        activation: str = "relu",
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
         """Evaluate given networks at cell-local points (distillation samples per cell).
 
         Args:
             net_index: (N,) int64 in [0, num_networks); local: (N, 3) in [-1, 1]; dirs: (N, 3).
+            activation: the density activation (:func:`activate_density`).
         Returns:
             sigma (N,) after the density activation, rgb (N, 3).
         """
         be = get_backend(backend or self.backend)
         raw, rgb = be.evaluate(self.params(), net_index, local.to(self.bbox.dtype), dirs.to(self.bbox.dtype))
-        return self.activate_density(raw), rgb
+        return activate_density(raw, activation), rgb
 
     def density(self, points: Tensor) -> Tensor:
-        """World points (N, 3) -> sigma (N,); 0 outside the box."""
+        """World points (N, 3) -> sigma (N,) with the render-time ReLU; 0 outside the box."""
         net, local = self.grid.locate(points.to(self.bbox.dtype))
         inside = net >= 0
         be = get_backend(self.backend)
         if bool(inside.all()):
-            return self.activate_density(be.density(self.params(), net, local))
+            return activate_density(be.density(self.params(), net, local))
         idx = inside.nonzero()[:, 0]
-        sigma = self.activate_density(be.density(self.params(), net[idx], local[idx]))
+        sigma = activate_density(be.density(self.params(), net[idx], local[idx]))
         return local.new_zeros(points.shape[0]).index_put((idx,), sigma)
 
-    def forward(self, points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, points: Tensor, dirs: Tensor, activation: str = "relu") -> tuple[Tensor, Tensor]:
         """World points (N, 3), unit dirs (N, 3) -> sigma (N,), rgb (N, 3); 0 outside the box."""
         net, local = self.grid.locate(points.to(self.bbox.dtype))
         dirs = dirs.to(self.bbox.dtype)
         inside = net >= 0
         if bool(inside.all()):
-            return self.evaluate_local(net, local, dirs)
+            return self.evaluate_local(net, local, dirs, activation=activation)
         idx = inside.nonzero()[:, 0]
-        sigma, rgb = self.evaluate_local(net[idx], local[idx], dirs[idx])
+        sigma, rgb = self.evaluate_local(net[idx], local[idx], dirs[idx], activation=activation)
         n = points.shape[0]
         return (
             local.new_zeros(n).index_put((idx,), sigma),
@@ -159,7 +151,6 @@ class MultiNetField(nn.Module):
             "hidden": self.hidden,
             "pos_freqs": self.pos_freqs,
             "dir_freqs": self.dir_freqs,
-            "density_activation": self.density_activation,
             "backend": self.backend,
         }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from kilonerf.fields.encoding import encoded_dim, positional_encoding
+from kilonerf.kernels.encoding import encoded_dim, positional_encoding
 
 
 class NeRFField(nn.Module):

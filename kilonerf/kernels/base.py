@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from kilonerf.fields.encoding import encoded_dim
+from kilonerf.kernels.encoding import encoded_dim
 
 NUM_LAYERS = 5
 """Layer order in :class:`MultiNetParams`: pos1, pos2, density+features, view, rgb."""

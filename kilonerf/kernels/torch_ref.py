@@ -10,7 +10,7 @@ puts the encoded samples into block order; padding rows repeat a real sample (no
 their outputs are never read, so no gradient reaches them.
 
 Positions and directions are encoded in the grouped column order of
-:func:`~kilonerf.fields.encoding.positional_encoding_grouped` (one sine and one cosine call),
+:func:`~kilonerf.kernels.encoding.positional_encoding_grouped` (one sine and one cosine call),
 and the weight rows are gathered in that order. Renderer timings with this backend, before
 and after this layout: ``benchmarks/torch_render.py``, quoted in ``docs/benchmarks.md``.
 """
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kilonerf.fields.encoding import grouped_encoding_order, positional_encoding_grouped
+from kilonerf.kernels.encoding import grouped_encoding_order, positional_encoding_grouped
 from kilonerf.kernels.base import DensityFirstBackend, MultiNetParams
 
 

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from kilonerf.data.cameras import ray_box_intersect
-from kilonerf.fields.multinet import MultiNetField
+from kilonerf.fields.multinet import MultiNetField, activate_density
 from kilonerf.kernels import GroupedBackend, get_backend
 from kilonerf.render.fast_native import native_applies, render_native
 from kilonerf.render.occupancy import OccupancyGrid
@@ -76,11 +76,12 @@ def render_fast(
     use_occupancy: bool = True,
     ray_chunk: int = 1 << 15,
     count_candidates: bool = True,
+    density_activation: str = "relu",
 ) -> FastRenderOutput:
     """Render rays through a grid of tiny MLPs.
 
     Args:
-        field: the student; its ``activate_density`` turns raw density into sigma.
+        field: the student.
         occupancy: grid for empty-space skipping (ignored, may be None, when ``use_occupancy``
             is False).
         origins, dirs: (N, 3), dirs unit length. near, far: (N,) or scalars.
@@ -95,6 +96,7 @@ def render_fast(
         count_candidates: the native path finds candidates while marching, so counting those
             behind an early termination costs extra marching; False skips that and reports
             ``samples_candidate`` as -1 (the torch path always counts).
+        density_activation: raw density -> sigma (:func:`~kilonerf.fields.multinet.activate_density`).
     Returns:
         :class:`FastRenderOutput`.
     """
@@ -114,7 +116,7 @@ def render_fast(
         k_lo, count = _sample_range(region, origins, dirs, near_t, step, num_samples)
         res = render_native(
             field, occupancy if use_occupancy else None, be, origins, dirs, near_t, step, k_lo, count,  # type: ignore[arg-type]
-            ert_threshold, samples_per_pass, count_candidates,
+            ert_threshold, samples_per_pass, count_candidates, density_activation=density_activation,
         )  # fmt: skip
         rgb = res.rgb if background is None else res.rgb + (1.0 - res.acc[:, None]) * background.to(res.rgb)
         return FastRenderOutput(rgb=rgb, depth=res.depth, acc=res.acc, samples_evaluated=res.evaluated,
@@ -126,7 +128,7 @@ def render_fast(
             _render_chunk(
                 field, occupancy if use_occupancy else None, region, be,
                 origins[sl], dirs[sl], near_t[sl], far_t[sl],
-                num_samples, ert_threshold, samples_per_pass,
+                num_samples, ert_threshold, samples_per_pass, density_activation,
             )
         )
     rgb = torch.cat([o[0] for o in outs]) if outs else origins.new_zeros(0, 3)
@@ -267,7 +269,7 @@ def _candidates(
 def _render_chunk(
     field: MultiNetField, occupancy: OccupancyGrid | None, region: Tensor | None, backend: GroupedBackend,
     origins: Tensor, dirs: Tensor, near: Tensor, far: Tensor,
-    num_samples: int, ert_threshold: float, samples_per_pass: int,
+    num_samples: int, ert_threshold: float, samples_per_pass: int, density_activation: str = "relu",
 ) -> tuple[Tensor, Tensor, Tensor, int, int, int]:
     """rgb (N, 3) without background, depth (N,), acc (N,), evaluated, candidates, passes."""
     n, device = origins.shape[0], origins.device
@@ -297,7 +299,7 @@ def _render_chunk(
             dirs.index_select(0, active), torch.div(slot, per, rounding_mode="floor"),
         )  # fmt: skip
         evaluated += int(slot.shape[0])
-        alpha_v = 1.0 - torch.exp(-field.activate_density(raw) * step.index_select(0, ray))
+        alpha_v = 1.0 - torch.exp(-activate_density(raw, density_activation) * step.index_select(0, ray))
         a_cnt = idx.shape[0]
         alpha = origins.new_zeros(a_cnt * per).index_copy_(0, slot, alpha_v).view(a_cnt, per)
         c = origins.new_zeros(a_cnt * per, 3).index_copy_(0, slot, color).view(a_cnt, per, 3)

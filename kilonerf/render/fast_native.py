@@ -88,6 +88,7 @@ def render_native(
     field: MultiNetField, occupancy: OccupancyGrid | None, backend: CpuFusedBackend,
     origins: Tensor, dirs: Tensor, near: Tensor, step: Tensor, k_lo: Tensor, k_count: Tensor,
     ert_threshold: float, samples_per_pass: int, count_candidates: bool, tile_rays: int | None = None,
+    density_activation: str = "relu",
 ) -> NativeResult:
     """Render rays whose candidate sample range is already known.
 
@@ -116,7 +117,7 @@ def render_native(
         n_rays=n, origins=o.data_ptr(), dirs=d.data_ptr(), near=near_c.data_ptr(), step=step_c.data_ptr(),
         k_lo=k_lo_c.data_ptr(), k_count=k_count_c.data_ptr(),
         ert_threshold=float(ert_threshold), samples_per_pass=int(samples_per_pass),
-        leaky_density=int(field.density_activation == "leaky_relu"), count_candidates=int(count_candidates),
+        leaky_density=int(density_activation == "leaky_relu"), count_candidates=int(count_candidates),
         tile_rays=int(tile_rays or default_tile(n, threads)), nthreads=threads,
         rgb=rgb.data_ptr(), depth=depth.data_ptr(), acc=acc.data_ptr(),
     )  # fmt: skip

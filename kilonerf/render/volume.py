@@ -5,10 +5,15 @@ This is the slow, obvious, differentiable renderer that every faster path is tes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+
+RenderFn = Callable[[Tensor, Tensor], Tensor]
+"""A trained model as a renderer: origins (N, 3), unit dirs (N, 3) -> rgb (N, 3) in [0, 1]."""
 
 
 @dataclass

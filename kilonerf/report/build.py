@@ -13,7 +13,7 @@ from kilonerf.report.curves import plot_training_curves
 from kilonerf.report.html import cell, note, page, table, views_section
 from kilonerf.report.images import pick_views, write_views
 from kilonerf.report.sources import ReportInputs, gather
-from kilonerf.train.run_dir import RunDir
+from kilonerf.run.folder import RunDir
 
 ASSETS = "report"
 METRIC_KEYS = ("psnr", "ssim", "ssim_skimage", "lpips", "ms_per_frame", "views")

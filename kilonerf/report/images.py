@@ -11,7 +11,7 @@ import numpy as np
 from kilonerf.data.images import read_image, to_uint8, write_png
 from kilonerf.data.load import load_scene
 from kilonerf.errors import KiloNerfError
-from kilonerf.models import run_scene_path
+from kilonerf.run.models import run_scene_path
 from kilonerf.report.sources import ReportInputs
 
 ERROR_MAX = 0.1

@@ -8,8 +8,8 @@ from typing import Any
 
 from kilonerf.errors import RunError
 from kilonerf.io import read_json
-from kilonerf.models import MODELS
-from kilonerf.train.run_dir import RunDir
+from kilonerf.run.models import MODELS
+from kilonerf.run.folder import RunDir
 
 SPLIT_PREFERENCE = ("test", "val", "train")
 

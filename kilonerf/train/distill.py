@@ -31,7 +31,7 @@ from kilonerf.fields.base import RadianceField
 from kilonerf.fields.multinet import DENSITY_ACTIVATIONS, MultiNetField
 from kilonerf.render.occupancy import PAPER_REF_STEP, OccupancyGrid, reference_step
 from kilonerf.settings import Settings, pick_preset, setting
-from kilonerf.train.finetune import StudentRenderer
+from kilonerf.render.student import StudentRenderer
 from kilonerf.train.loop import LoopConfig
 
 
@@ -197,8 +197,8 @@ class DistillTrainer:
 
     Args:
         teacher: any radiance field (evaluated without grad).
-        student: the :class:`MultiNetField` to train (its density activation is switched to
-            ``config.density_activation``; :meth:`render_rays` renders with ReLU).
+        student: the :class:`MultiNetField` to train (with ``config.density_activation``;
+            :meth:`render_rays` renders with ReLU).
         occupancy: grid for ``occupied_only`` and for validation renders (optional).
         ref_step: step for alpha targets; default ``reference_step(scene.near, scene.far)``
             when a scene is given, else the paper's 0.0211.
@@ -214,7 +214,6 @@ class DistillTrainer:
             raise KiloNerfError("distillation: occupied_only needs an occupancy grid")
         self.teacher, self.config, self.device = teacher, config, torch.device(device)
         self.student = student.to(self.device)
-        self.student.density_activation = config.density_activation
         if ref_step is None:
             ref_step = reference_step(scene.near, scene.far) if scene is not None else PAPER_REF_STEP
         self.ref_step = float(ref_step)
@@ -245,7 +244,8 @@ class DistillTrainer:
             t_alpha = 1.0 - torch.exp(-torch.relu(t_sigma.float()) * self.ref_step)
             target = torch.cat([t_rgb.float(), t_alpha[:, None]], dim=-1).reshape(b, per_net, 4)
         net_idx = nets.repeat_interleave(per_net)
-        s_sigma, s_rgb = self.student.evaluate_local(net_idx, local.reshape(-1, 3), dirs.reshape(-1, 3))
+        s_sigma, s_rgb = self.student.evaluate_local(net_idx, local.reshape(-1, 3), dirs.reshape(-1, 3),
+                                                     activation=self.config.density_activation)  # fmt: skip
         s_alpha = 1.0 - torch.exp(-s_sigma * self.ref_step)
         sq = (torch.cat([s_rgb, s_alpha[:, None]], dim=-1).reshape(b, per_net, 4) - target) ** 2
         return sq.mean(dim=(1, 2)), sq[..., :3].detach().sum(), sq[..., 3].detach().sum()
@@ -256,7 +256,6 @@ class DistillTrainer:
 
     def train_step(self, step: int, origins: Tensor, dirs: Tensor, rgb: Tensor) -> dict[str, Tensor]:
         """One optimiser step (the ray arguments are empty and ignored)."""
-        self.student.density_activation = self.config.density_activation
         nets, p = self.nets_for_step(step), self.config.points_per_net
         for prm in self.optimizer.params:
             prm.grad = None
@@ -295,9 +294,7 @@ class DistillTrainer:
     @torch.no_grad()
     def render_rays(self, origins: Tensor, dirs: Tensor) -> Tensor:
         """Validation render of the student (ReLU density, fast renderer): rays (N, 3) -> rgb (N, 3)."""
-        out = self.renderer.render(origins, dirs)
-        self.student.density_activation = self.config.density_activation
-        return out
+        return self.renderer.render(origins, dirs)
 
     def state_dict(self) -> dict[str, Any]:
         return {"student": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -26,6 +26,7 @@ def load_student(path: str | Path, device: torch.device | str = "cpu") -> MultiN
         raise RunError(f"{path}: not a {STUDENT_FORMAT} file")
     try:
         cfg = dict(ckpt["config"])
+        cfg.pop("density_activation", None)  # files written while the model carried its activation
         student = MultiNetField(bbox=torch.tensor(cfg.pop("bbox")), res=tuple(cfg.pop("res")), **cfg)
         student.load_state_dict(ckpt["state"])
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,7 +14,6 @@ from kilonerf.io import safe_torch_load
 from kilonerf.train.fast_teacher import FastTeacherConfig, FastTeacherTrainer
 from kilonerf.train.loop import LoopConfig, TrainingResult, run_training
 from kilonerf.train.nerf_teacher import NeRFTeacherConfig, NeRFTeacherTrainer
-from kilonerf.train.run_dir import RunDir
 
 TEACHERS = ("fast", "nerf")
 Teacher = FastTeacherTrainer | NeRFTeacherTrainer
@@ -29,18 +29,17 @@ def make_teacher(kind: str, scene: Scene, params: dict[str, Any], device: torch.
 
 
 def train_teacher(
-    run: RunDir, scene: Scene, kind: str, params: dict[str, Any], loop: LoopConfig, device: torch.device
+    ckpt: Path, scene: Scene, kind: str, params: dict[str, Any], loop: LoopConfig, device: torch.device
 ) -> TrainingResult:
-    """Train (or resume) the teacher into ``RUN/teacher/checkpoint.pt``."""
+    """Train (or resume) the teacher, checkpointing into ``ckpt``."""
     trainer = make_teacher(kind, scene, params, device)
     train_rays = RayTable(scene, "train", device=device, with_alpha=trainer.uses_alpha)
     val_rays = RayTable(scene, "val", device=device) if "val" in scene.splits else None
-    return run_training(trainer, train_rays, val_rays, loop, run.stage_checkpoint("teacher"), stage="teacher")
+    return run_training(trainer, train_rays, val_rays, loop, ckpt, stage="teacher")
 
 
-def load_teacher(run: RunDir, scene: Scene, kind: str, params: dict[str, Any], device: torch.device) -> Teacher:
-    """The trained teacher from the run directory (weights only, no code is unpickled)."""
-    path = run.require(run.stage_checkpoint("teacher"), "teacher checkpoint", "teacher")
+def load_teacher(path: Path, scene: Scene, kind: str, params: dict[str, Any], device: torch.device) -> Teacher:
+    """The trained teacher from its checkpoint (weights only, no code is unpickled)."""
     ckpt = safe_torch_load(path, map_location=device)
     trainer = make_teacher(kind, scene, params, device)
     try:

@@ -23,8 +23,8 @@ import viser
 from kilonerf.data.load import load_scene
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
-from kilonerf.models import available_models, run_scene_path
-from kilonerf.train.run_dir import RunDir
+from kilonerf.run.models import available_models, run_scene_path
+from kilonerf.run.folder import RunDir
 from kilonerf.viewer.adaptive import PreviewSizer
 from kilonerf.viewer.camera import from_opencv, home_view, scene_up
 from kilonerf.viewer.controls import Controls, add_controls, readout_text

@@ -11,11 +11,11 @@ import torch
 
 from kilonerf.data.images import to_uint8
 from kilonerf.data.scene import Scene
-from kilonerf.evaluation import RenderFn
+from kilonerf.render.volume import RenderFn
 from kilonerf.errors import RunError
-from kilonerf.models import MODELS, load_renderer, load_student_renderer
-from kilonerf.train.finetune import StudentRenderer
-from kilonerf.train.run_dir import RunDir
+from kilonerf.run.models import MODELS, load_renderer, load_student_renderer
+from kilonerf.render.student import StudentRenderer
+from kilonerf.run.folder import RunDir
 from kilonerf.viewer.camera import ViewCamera
 
 

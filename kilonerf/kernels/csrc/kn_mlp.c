@@ -93,7 +93,7 @@ AI void sincos_d(vd x, vd *s, vd *c) {
 
 /* NeRF's encoding of 16 samples' 3-vectors, vin[d][lane], into out[0 .. 3 + 6 L - 1]:
  * [x, sin(x), cos(x), sin(2x), cos(2x), ...] per frequency three sines then three cosines
- * (kilonerf.fields.encoding.positional_encoding). sin/cos(2^l x) come from the double-angle
+ * (kilonerf.kernels.encoding.positional_encoding). sin/cos(2^l x) come from the double-angle
  * recurrence in double precision: its error grows as 2^l, i.e. to ~1e-13 at l = 9, far below
  * float rounding, so the result equals sinf of the exact argument to within an ulp. */
 static void encode(const float vin[3][KN_LANES], int nfreq, vf *out) {

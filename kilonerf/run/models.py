@@ -8,12 +8,13 @@ import torch
 
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
-from kilonerf.evaluation import RenderFn
+from kilonerf.render.volume import RenderFn
 from kilonerf.render.occupancy import OccupancyGrid
-from kilonerf.train.finetune import StudentRenderer
-from kilonerf.train.run_dir import RunDir
+from kilonerf.render.student import StudentRenderer
+from kilonerf.run.folder import RunDir
 from kilonerf.train.student_io import load_student
-from kilonerf.train.teacher import load_teacher
+from kilonerf.train.config import PipelineConfig
+from kilonerf.train.teacher import Teacher, load_teacher
 
 MODELS = ("teacher", "student")
 
@@ -46,11 +47,17 @@ def load_renderer(
     """
     cfg = run.read_config()
     if model == "teacher":
-        trainer = load_teacher(run, scene, cfg.teacher, cfg.teacher_params, device)
+        trainer = run_teacher(run, cfg, scene, device)
         return trainer.render_rays
     if model == "student":
         return load_student_renderer(run, scene, device, num_samples, chunk_rays, backend).render
     raise RunError(f"unknown model '{model}' (have: {', '.join(MODELS)})")
+
+
+def run_teacher(run: RunDir, cfg: PipelineConfig, scene: Scene, device: torch.device) -> Teacher:
+    """The run's trained teacher (RunError naming the stage to run when it is missing)."""
+    path = run.require(run.stage_checkpoint("teacher"), "teacher checkpoint", "teacher")
+    return load_teacher(path, scene, cfg.teacher, cfg.teacher_params, device)
 
 
 def load_student_renderer(

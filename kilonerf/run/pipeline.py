@@ -22,9 +22,10 @@ from kilonerf.train.distill import DistillConfig, DistillTrainer
 from kilonerf.train.finetune import FinetuneConfig, FinetuneTrainer
 from kilonerf.train.loop import TrainingResult, run_training
 from kilonerf.train.occupancy import build_student_occupancy
-from kilonerf.train.run_dir import RunDir
+from kilonerf.run.folder import RunDir
 from kilonerf.train.student_io import load_student, save_student
-from kilonerf.train.teacher import load_teacher, train_teacher
+from kilonerf.run.models import run_teacher
+from kilonerf.train.teacher import train_teacher
 
 STAGES = ("teacher", "occupancy", "distill", "finetune")
 
@@ -128,12 +129,12 @@ def stage_done(run: RunDir, stage: str, cfg: PipelineConfig) -> bool:
 def run_stage(stage: str, run: RunDir, cfg: PipelineConfig, scene: Scene, device: torch.device) -> None:
     """Run (or resume) one stage from its inputs in the run directory."""
     if stage == "teacher":
-        result = train_teacher(run, scene, cfg.teacher, cfg.teacher_params, cfg.loop("teacher"), device)
+        result = train_teacher(run.stage_checkpoint("teacher"), scene, cfg.teacher, cfg.teacher_params, cfg.loop("teacher"), device)
         _record(run, "teacher", result, {"kind": cfg.teacher})
         return
     if stage == "occupancy":
         t0 = time.perf_counter()
-        teacher = load_teacher(run, scene, cfg.teacher, cfg.teacher_params, device)
+        teacher = run_teacher(run, cfg, scene, device)
         grid = build_student_occupancy(teacher.field, scene, cfg.occupancy_config(), cfg.student_config(), device)
         grid.save(run.occupancy_path)
         _record(run, "occupancy", None, {
@@ -143,12 +144,11 @@ def run_stage(stage: str, run: RunDir, cfg: PipelineConfig, scene: Scene, device
         return
     occupancy = OccupancyGrid.load(run.require(run.occupancy_path, "occupancy grid", "occupancy")).to(device)
     if stage == "distill":
-        teacher = load_teacher(run, scene, cfg.teacher, cfg.teacher_params, device)
+        teacher = run_teacher(run, cfg, scene, device)
         student = new_student(cfg, occupancy, device)
         trainer = DistillTrainer(teacher.field, student, occupancy, DistillConfig.from_dict(cfg.distill), device, scene=scene)
         val = RayTable(scene, "val", device=device) if "val" in scene.splits else None
         result = run_training(trainer, None, val, cfg.loop("distill"), run.stage_checkpoint("distill"), stage="distill")
-        trainer.student.density_activation = "relu"
         save_student(run.distilled_path, trainer.student)
         _record(run, "distill", result, {"heldout": trainer.heldout_metrics()})
         return
