@@ -39,7 +39,7 @@ from kilonerf.io import atomic_write_json, read_json, safe_torch_load
 from kilonerf.kernels.perf import machine_name
 from kilonerf.run.models import load_renderer
 from kilonerf.render.occupancy import OccupancyGrid
-from kilonerf.run.pipeline import STAGES
+from kilonerf.names import STAGES
 from kilonerf.run.folder import RunDir
 
 STAGE_LINE = re.compile(r"^\[(teacher|occupancy|distill|finetune)\] running")
@@ -194,7 +194,7 @@ def main() -> None:
     if not ref.student_path.is_file():
         print(f"training the uninterrupted reference run into {ref.root}", flush=True)
         train_reference(args.data, ref.root)
-    ref_stages = read_json(ref.root / "stages.json")
+    ref_stages = read_json(ref.stages_path)
     cfg = ref.read_meta()["config"]
     seconds = {s: float(ref_stages[s]["seconds"]) for s in STAGES}
     seconds_per_step = {s: float(ref_stages[s]["wall"]) / int(ref_stages[s]["steps"]) for s in ("teacher", "distill", "finetune")}

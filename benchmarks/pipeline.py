@@ -47,10 +47,10 @@ def main() -> None:
             if not path_of(run).exists():
                 path_of(run).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src.require(path_of(src), "teacher output", "teacher"), path_of(run))
-        stages_path = run.root / "stages.json"
+        stages_path = run.stages_path
         if not stages_path.exists():
             # Only the copied stages' records: the source's distill/finetune times are not this run's.
-            copied = read_json(src.root / "stages.json")
+            copied = read_json(src.stages_path)
             atomic_write_json(stages_path, {k: v for k, v in copied.items() if k in ("teacher", "occupancy")})
     t0 = time.perf_counter()
     run_pipeline(run, cfg, scene, device)

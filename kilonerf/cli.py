@@ -9,6 +9,7 @@ from typing import NoReturn
 from pathlib import Path
 
 from kilonerf.errors import KiloNerfError
+from kilonerf.names import MODELS, PRESETS, STAGES, TEACHERS, WRITE_FORMATS
 from kilonerf.runtime import reuse_freed_memory
 
 
@@ -234,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("src", help="scene folder to read")
     p.add_argument("dst", help="folder to write (must not exist unless --overwrite)")
-    p.add_argument("--to", choices=["nsvf", "blender"], required=True, help="output format")
+    p.add_argument("--to", choices=WRITE_FORMATS, required=True, help="output format")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.set_defaults(func=_cmd_convert)
 
@@ -261,9 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data", nargs="?", help="scene folder (any supported format); optional when resuming OUT")
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--stage", choices=["teacher", "occupancy", "distill", "finetune"], help="run only this stage")
-    p.add_argument("--teacher", choices=["fast", "nerf"], help="teacher field (default: fast)")
-    p.add_argument("--preset", choices=["cpu", "paper"], help="hyperparameters (default: cpu)")
+    p.add_argument("--stage", choices=STAGES, help="run only this stage")
+    p.add_argument("--teacher", choices=TEACHERS, help="teacher field (default: fast)")
+    p.add_argument("--preset", choices=PRESETS, help="hyperparameters (default: cpu)")
     p.add_argument("--no-distill", action="store_true", help="train the tiny MLPs from scratch (the paper's ablation)")
     _add_device(p)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
@@ -277,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         "under RUN/eval/MODEL_SPLIT/, and print the means.",
     )
     p.add_argument("run", help="run directory")
-    p.add_argument("--model", choices=["teacher", "student"], help="default: student if trained, else teacher")
+    p.add_argument("--model", choices=MODELS, help="default: student if trained, else teacher")
     p.add_argument("--data", help="another folder holding the same scene (e.g. only its test split)")
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument("--json", help="also write the means and per-image values to this JSON file")
@@ -298,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("--path", default="orbit", metavar="orbit|spiral|test|FILE.json", help="camera path (default: orbit)")
     p.add_argument("--out", help="OUT.mp4 or a folder for PNG frames")
-    p.add_argument("--model", choices=["teacher", "student"], help="default: student if trained, else teacher")
+    p.add_argument("--model", choices=MODELS, help="default: student if trained, else teacher")
     p.add_argument("--resolution", type=positive_int, metavar="WIDTH",
                    help="frame width in pixels; the height keeps the aspect ratio (default: the scene's)")
     p.add_argument("--frames", type=positive_int,
@@ -334,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--model", choices=["teacher", "student"], help="model shown first (default: student if trained)")
+    p.add_argument("--model", choices=MODELS, help="model shown first (default: student if trained)")
     p.add_argument("--height", type=int, help="full-resolution frame height in pixels (default: the photos')")
     p.add_argument("--data", help="another folder holding the same scene")
     _add_device(p)

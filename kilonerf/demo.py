@@ -123,7 +123,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: torch.d
     progress.finish("eval")
 
     progress.start("video")
-    video = out / "video.mp4"
+    video = run.video_path
     have_video = video.is_file()
     if not have_video:
         render_run(out, "orbit", video, "student", frames=config.video_frames, device=device)
@@ -137,7 +137,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: torch.d
     summary["speedup_over_nerf"] = _kilonerf_speedup(bench)
     summary["bench"] = bench
     summary["stage_seconds"] = stage_seconds(run)
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(run.summary_path, summary)
 
     progress.start("report")
     report = write_report(run.root, split="test")

@@ -37,8 +37,8 @@ from kilonerf.data.nsvf import OPENCV_TO_OPENGL
 from kilonerf.data.scene import SPLIT_NAMES, Scene
 from kilonerf.errors import KiloNerfError
 from kilonerf.io import atomic_dir, atomic_write_text
+from kilonerf.names import WRITE_FORMATS
 
-FORMATS = ("nsvf", "blender")
 
 
 def _num(x: float) -> str:
@@ -177,8 +177,8 @@ def convert_scene(src: str | Path, dst: str | Path, to: str, overwrite: bool = F
             replace the source, or the scene cannot be written in that format.
         SceneError: ``src`` cannot be loaded.
     """
-    if to not in FORMATS:
-        raise KiloNerfError(f"unknown output format {to!r} (choose from {', '.join(FORMATS)})")
+    if to not in WRITE_FORMATS:
+        raise KiloNerfError(f"unknown output format {to!r} (choose from {', '.join(WRITE_FORMATS)})")
     src_abs, dst_abs = Path(src).resolve(), Path(dst).resolve()
     if (Path(dst).exists() or Path(dst).is_symlink()) and not overwrite:
         raise KiloNerfError(f"{dst}: already exists (pass --overwrite to replace it)")

@@ -12,7 +12,6 @@ import numpy as np
 from kilonerf.data.scene import SPLIT_NAMES, Scene
 from kilonerf.errors import SceneError
 
-FORMATS = ("blender", "nsvf", "llff", "ngp")
 
 
 def detect_format(path: str | Path) -> str:

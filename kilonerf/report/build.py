@@ -123,6 +123,6 @@ def write_report(run_dir: str | Path, split: str | None = None, views: int = 4, 
             ("Training", _training(inputs, assets)),
             ("Video", _video(inputs, assets)),
         ]
-    out = run.root / "report.html"
+    out = run.report_path
     atomic_write_text(out, page(f"KiloNeRF report: {run.root.name}", sections))
     return out

@@ -8,7 +8,7 @@ from typing import Any
 
 from kilonerf.errors import RunError
 from kilonerf.io import read_json
-from kilonerf.run.models import MODELS
+from kilonerf.names import MODELS
 from kilonerf.run.folder import RunDir
 
 SPLIT_PREFERENCE = ("test", "val", "train")
@@ -34,7 +34,7 @@ def evaluated_splits(run: RunDir) -> list[str]:
     """Splits with at least one model's ``metrics.json`` under RUN/eval/, preferred first."""
     found = {
         p.parent.name.split("_", 1)[1]
-        for p in (run.root / "eval").glob("*_*/metrics.json")
+        for p in run.eval_root.glob("*_*/metrics.json")
         if p.parent.name.split("_", 1)[0] in MODELS
     }
     return [s for s in SPLIT_PREFERENCE if s in found] + sorted(found - set(SPLIT_PREFERENCE))
@@ -68,7 +68,7 @@ def gather(run: RunDir, split: str | None = None, video: str | Path | None = Non
     evals = {}
     if split is not None:
         for model in MODELS:
-            path = run.eval_dir(model, split) / "metrics.json"
+            path = run.metrics_path(model, split)
             metrics = _optional_json(path)
             if metrics is not None and not _is_eval(metrics):
                 raise RunError(f"{path}: not an evaluation written by `kilonerf eval` "
@@ -79,9 +79,9 @@ def gather(run: RunDir, split: str | None = None, video: str | Path | None = Non
         video = Path(video)
         if not video.is_file():
             raise RunError(f"{video}: video file not found")
-    elif (run.root / "video.mp4").is_file():
-        video = run.root / "video.mp4"
+    elif run.video_path.is_file():
+        video = run.video_path
     return ReportInputs(
-        run=run, meta=meta, split=split, evals=evals, stages=_optional_json(run.root / "stages.json"),
-        summary=_optional_json(run.root / "summary.json"), video=video,
+        run=run, meta=meta, split=split, evals=evals, stages=_optional_json(run.stages_path),
+        summary=_optional_json(run.summary_path), video=video,
     )  # fmt: skip

@@ -56,8 +56,35 @@ class RunDir:
     def student_path(self) -> Path:
         return self.root / "student.pt"
 
+    @property
+    def stages_path(self) -> Path:
+        """Per stage: steps, seconds, validation PSNR, training history."""
+        return self.root / "stages.json"
+
+    @property
+    def summary_path(self) -> Path:
+        """Speed and quality summary (``kilonerf demo``)."""
+        return self.root / "summary.json"
+
+    @property
+    def video_path(self) -> Path:
+        """The usual ``kilonerf render --out`` (the report embeds it)."""
+        return self.root / "video.mp4"
+
+    @property
+    def report_path(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def eval_root(self) -> Path:
+        return self.root / "eval"
+
     def eval_dir(self, model: str, split: str) -> Path:
-        return self.root / "eval" / f"{model}_{split}"
+        """Rendered images and ``metrics.json`` of ``kilonerf eval``."""
+        return self.eval_root / f"{model}_{split}"
+
+    def metrics_path(self, model: str, split: str) -> Path:
+        return self.eval_dir(model, split) / "metrics.json"
 
     def exists(self) -> bool:
         return self.meta_path.is_file()

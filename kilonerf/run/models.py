@@ -8,6 +8,7 @@ import torch
 
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
+from kilonerf.names import MODELS
 from kilonerf.render.volume import RenderFn
 from kilonerf.render.occupancy import OccupancyGrid
 from kilonerf.render.student import StudentRenderer
@@ -16,7 +17,6 @@ from kilonerf.train.student_io import load_student
 from kilonerf.train.config import PipelineConfig
 from kilonerf.train.teacher import Teacher, load_teacher
 
-MODELS = ("teacher", "student")
 
 
 def available_models(run: RunDir) -> list[str]:

@@ -16,6 +16,7 @@ from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.io import atomic_write_json, read_json, remove_stale_temps, safe_torch_load
+from kilonerf.names import STAGES
 from kilonerf.render.occupancy import OccupancyGrid
 from kilonerf.train.config import PipelineConfig, resolve_config
 from kilonerf.train.distill import DistillConfig, DistillTrainer
@@ -27,7 +28,6 @@ from kilonerf.train.student_io import load_student, save_student
 from kilonerf.run.models import run_teacher
 from kilonerf.train.teacher import train_teacher
 
-STAGES = ("teacher", "occupancy", "distill", "finetune")
 
 
 def default_device() -> torch.device:
@@ -93,14 +93,14 @@ def check_new_run_root(run: RunDir, data: Path) -> None:
 
 def stage_seconds(run: RunDir) -> dict[str, float]:
     """Seconds each finished stage took (from RUN/stages.json), rounded to 0.1 s."""
-    path = run.root / "stages.json"
+    path = run.stages_path
     stages = read_json(path) if path.is_file() else {}
     return {k: round(v.get("seconds", 0.0), 1) for k, v in stages.items()}
 
 
 def _record(run: RunDir, stage: str, result: TrainingResult | None, extra: dict[str, Any]) -> None:
     """Append the stage's outcome to RUN/stages.json (for the report and the user)."""
-    path = run.root / "stages.json"
+    path = run.stages_path
     stages: dict[str, Any] = {}
     if path.is_file():
         stages = read_json(path)

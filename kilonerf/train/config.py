@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
+from kilonerf.names import PRESETS, TEACHERS
 from kilonerf.settings import SettingError, Settings, setting
 from kilonerf.train.distill import DistillConfig
 from kilonerf.train.fast_teacher import FastTeacherConfig
@@ -16,8 +17,6 @@ from kilonerf.train.finetune import FinetuneConfig
 from kilonerf.train.loop import LoopConfig
 from kilonerf.train.nerf_teacher import NeRFTeacherConfig
 
-PRESETS = ("cpu", "paper")
-TEACHERS = ("fast", "nerf")
 STUDENT_BACKENDS = ("torch_ref",)
 """Backends a student trains with (the compiled ``cpu`` one is forward-only: rendering picks it)."""
 

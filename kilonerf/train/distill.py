@@ -19,7 +19,7 @@ empty voxels, so capacity and CPU time spent there are wasted.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -32,7 +32,6 @@ from kilonerf.fields.multinet import DENSITY_ACTIVATIONS, MultiNetField
 from kilonerf.render.occupancy import PAPER_REF_STEP, OccupancyGrid, reference_step
 from kilonerf.settings import Settings, pick_preset, setting
 from kilonerf.render.student import StudentRenderer
-from kilonerf.train.loop import LoopConfig
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,6 @@ class DistillConfig(Settings):
         """``paper`` (the published setting) or ``cpu`` (lego at 100 px on two cores)."""
         return pick_preset(DISTILL_PRESETS, name, "distill", **overrides)
 
-    def loop_config(self, **overrides: Any) -> LoopConfig:
-        return replace(LoopConfig(max_steps=self.iterations), **overrides)
 
 
 DISTILL_PRESETS: dict[str, DistillConfig] = {

@@ -19,7 +19,7 @@ voxels): distill ``cpu`` 107 s (student 28.99 dB), then this preset 132 s at ~16
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -33,7 +33,6 @@ from kilonerf.render.dense import render_dense
 from kilonerf.render.student import StudentRenderer
 from kilonerf.render.occupancy import OccupancyGrid
 from kilonerf.settings import Settings, pick_preset, setting
-from kilonerf.train.loop import LoopConfig
 
 
 @dataclass(frozen=True)
@@ -60,8 +59,6 @@ class FinetuneConfig(Settings):
         """``paper`` (the published setting) or ``cpu`` (lego at 100 px on two cores)."""
         return pick_preset(FINETUNE_PRESETS, name, "finetune", **overrides)
 
-    def loop_config(self, **overrides: Any) -> LoopConfig:
-        return replace(LoopConfig(max_steps=self.iterations), **overrides)
 
 
 FINETUNE_PRESETS: dict[str, FinetuneConfig] = {

@@ -11,11 +11,11 @@ from kilonerf.data.rays import RayTable
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.io import safe_torch_load
+from kilonerf.names import TEACHERS
 from kilonerf.train.fast_teacher import FastTeacherConfig, FastTeacherTrainer
 from kilonerf.train.loop import LoopConfig, TrainingResult, run_training
 from kilonerf.train.nerf_teacher import NeRFTeacherConfig, NeRFTeacherTrainer
 
-TEACHERS = ("fast", "nerf")
 Teacher = FastTeacherTrainer | NeRFTeacherTrainer
 
 

@@ -13,7 +13,8 @@ from kilonerf.data.images import to_uint8
 from kilonerf.data.scene import Scene
 from kilonerf.render.volume import RenderFn
 from kilonerf.errors import RunError
-from kilonerf.run.models import MODELS, load_renderer, load_student_renderer
+from kilonerf.names import MODELS
+from kilonerf.run.models import load_renderer, load_student_renderer
 from kilonerf.render.student import StudentRenderer
 from kilonerf.run.folder import RunDir
 from kilonerf.viewer.camera import ViewCamera

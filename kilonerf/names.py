@@ -1,0 +1,11 @@
+"""The names commands accept (presets, teachers, stages, models, formats), in one place for the
+command line and the code that acts on them; importing this module costs nothing."""
+
+PRESETS = ("cpu", "paper")
+TEACHERS = ("fast", "nerf")
+STAGES = ("teacher", "occupancy", "distill", "finetune")
+MODELS = ("teacher", "student")
+SCENE_FORMATS = ("blender", "nsvf", "llff", "ngp")
+"""Formats a scene folder is read in (detected)."""
+WRITE_FORMATS = ("nsvf", "blender")
+"""Formats ``kilonerf convert`` writes."""
