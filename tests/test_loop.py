@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,15 +34,26 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+class FakeClock:
+    """A clock that moves only when told: the loop's timing without the machine's speed."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class Linear:
     """rgb = sigmoid(W [o, d] + b) with Adam and global-RNG noise (as dropout would use).
 
-    Returns NaN from step ``nan_from`` on; sleeps ``sleep`` seconds per step.
+    Returns NaN from step ``nan_from`` on; each step advances ``clock`` by ``step_seconds``.
     """
 
-    def __init__(self, rays_per_step: int = 16, nan_from: int | None = None, sleep: float = 0.0) -> None:
+    def __init__(self, rays_per_step: int = 16, nan_from: int | None = None, step_seconds: float = 0.0,
+                 clock: FakeClock | None = None) -> None:  # fmt: skip
         self.rays_per_step = rays_per_step
-        self.nan_from, self.sleep = nan_from, sleep
+        self.nan_from, self.step_seconds, self.clock = nan_from, step_seconds, clock
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             self.model = nn.Linear(6, 3)
@@ -51,7 +61,8 @@ class Linear:
         self.batches: list[tuple[int, Tensor]] = []
 
     def train_step(self, step: int, origins: Tensor, dirs: Tensor, rgb: Tensor) -> dict[str, Any]:
-        time.sleep(self.sleep)
+        if self.clock is not None:
+            self.clock.now += self.step_seconds
         self.batches.append((step, rgb.clone()))
         if origins.shape[0] == 0:
             loss = sum((p**2).sum() for p in self.model.parameters())
@@ -167,15 +178,16 @@ def test_divergence_before_any_checkpoint(tmp_path: Path, tables: tuple[RayTable
 
 def test_time_budget_is_respected_and_resumable(tmp_path: Path, tables: tuple[RayTable, RayTable]) -> None:
     train, _ = tables
-    t = Linear(sleep=0.02)
-    start = time.perf_counter()
-    res = run_training(t, train, None, cfg(max_steps=10_000, max_seconds=0.4), tmp_path / "c.pt", "s")
-    took = time.perf_counter() - start
-    assert res.stopped == "max_seconds" and 0 < res.step < 10_000
-    assert res.wall < 0.4 + 0.3 and took < 0.4 + 1.0
+    clock = FakeClock()
+    t = Linear(step_seconds=0.125, clock=clock)
+    res = run_training(t, train, None, cfg(max_steps=10_000, max_seconds=2.0), tmp_path / "c.pt", "s", clock=clock)
+    # 2 s of 1/8 s steps (exact in binary): the budget is spent after 16 steps; validation and
+    # checkpoints take no time on this clock.
+    assert res.stopped == "max_seconds" and res.step == 16 and res.wall == 2.0
     assert safe_torch_load(tmp_path / "c.pt")["step"] == res.step
     longer = cfg(max_steps=res.step + 3, max_seconds=60)
-    more = run_training(Linear(sleep=0.02), train, None, longer, tmp_path / "c.pt", "s")
+    clock2 = FakeClock()
+    more = run_training(Linear(step_seconds=0.125, clock=clock2), train, None, longer, tmp_path / "c.pt", "s", clock=clock2)
     assert more.stopped == "max_steps" and more.step == res.step + 3 and more.resumed_from == res.step
 
 
