@@ -9,6 +9,7 @@ import torch
 
 from kilonerf.cli import main
 from kilonerf.data.procedural import write_procedural_scene
+from tests.helpers.runs import TINY_TRAIN
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -34,19 +35,6 @@ def lego_200() -> Path:
 @pytest.fixture
 def fern_llff() -> Path:
     return shared_scene("fern_llff")
-
-
-TINY_TRAIN = [
-    "--set", "teacher_params.total_steps=15", "--set", "teacher_loop.max_steps=15",
-    "--set", "teacher_params.rays_per_step=256", "--set", "teacher_loop.val_views=1",
-    "--set", "teacher_loop.ckpt_every=5",
-    "--set", "occupancy.resolution_factor=2", "--set", "student.max_res=4", "--set", "occupancy.sigma_threshold=0",
-    "--set", "distill_loop.max_steps=3", "--set", "distill_loop.val_views=0",
-    "--set", "finetune_loop.max_steps=3", "--set", "finetune_loop.val_views=1",
-    "--set", "finetune.rays_per_step=64", "--set", "finetune.num_samples=32", "--set", "finetune.render_samples=32",
-    "--set", "distill.render_samples=32",
-]  # fmt: skip
-"""`kilonerf train` settings that run every stage in seconds (the result is poor, but real)."""
 
 
 @pytest.fixture(scope="session")

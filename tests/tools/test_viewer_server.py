@@ -24,9 +24,9 @@ from kilonerf.viewer.browser import (  # noqa: E402
 )  # fmt: skip
 from kilonerf.viewer.camera import opencv_wxyz, orbit, scene_up  # noqa: E402
 
-from viewer_runs import write_sphere_run  # noqa: E402
+from tests.helpers.runs import write_sphere_run  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,7 @@ def http_get(url: str) -> tuple[int, bytes]:
         return resp.status, resp.read()
 
 
+@pytest.mark.browser
 def test_browser_sees_the_scene_and_follows_the_camera(viewer: Viewer) -> None:
     reason = chromium_missing()
     if reason:

@@ -22,7 +22,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from scene_builders import llff_folder, make_blender, make_ngp_from_blender, make_nsvf
+from tests.helpers.scenes import llff_folder, make_blender, make_ngp_from_blender, make_nsvf
 
 from kilonerf.data.camera_paths import make_camera_path
 from kilonerf.data.load import load_scene

@@ -15,7 +15,7 @@ from kilonerf.data.camera_paths import (
 from kilonerf.data.cameras import camera_rays, look_at
 from kilonerf.data.scene import Scene
 from kilonerf.errors import KiloNerfError, SceneError
-from scene_builders import ring_poses
+from tests.helpers.scenes import ring_poses
 
 
 def _scene(poses: np.ndarray, size: tuple[int, int] = (6, 8), test: int = 2) -> Scene:
@@ -160,7 +160,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_the_readme_example_loads(tmp_path: Path) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     example = readme.split("### Camera paths", 1)[1].split("```json", 1)[1].split("```", 1)[0]
     (tmp_path / "p.json").write_text(example)
     path = load_camera_path(tmp_path / "p.json")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,11 @@ from kilonerf.train.loop import (
     run_training,
 )
 from kilonerf.train.nerf_teacher import NeRFTeacherConfig, NeRFTeacherTrainer
-from toy_scenes import sphere_scene
+from tests.helpers.toy_scenes import sphere_scene
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tensors here are tiny: extra threads only spin on the shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: see the one_thread fixture in conftest.py.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FakeClock:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,10 @@ from kilonerf.fields.nerf import NeRFField
 from kilonerf.io import atomic_torch_save
 from kilonerf.train.loop import LoopConfig, run_training
 from kilonerf.train.nerf_teacher import NeRFTeacherConfig, NeRFTeacherTrainer
-from toy_scenes import sphere_scene
+from tests.helpers.toy_scenes import sphere_scene
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tensors here are tiny: extra threads only spin on the shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: see the one_thread fixture in conftest.py.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = dict(rays_per_step=32, num_samples=16, width=32, dir_width=16, lr=5e-3, precrop_steps=0)

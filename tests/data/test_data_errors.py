@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scene_builders import llff_folder, make_blender, make_nsvf, random_image, save_png
+from tests.helpers.scenes import llff_folder, make_blender, make_nsvf, random_image, save_png
 
 from kilonerf.data import SceneError, load_scene
 

@@ -188,7 +188,7 @@ def test_errors_are_reported_and_the_loop_survives_a_closed_tab() -> None:
 
 
 def test_frame_renderer_student_stats(tmp_path) -> None:  # noqa: ANN001
-    from viewer_runs import write_sphere_run
+    from tests.helpers.runs import write_sphere_run
 
     from kilonerf.viewer.app import open_viewer
     from kilonerf.viewer.camera import orbit

@@ -24,13 +24,8 @@ from kilonerf.render.volume import composite
 from kilonerf.train.fast_teacher import FastTeacherConfig, FastTeacherTrainer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These workloads are tiny: one thread avoids OpenMP barrier stalls on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: see the one_thread fixture in conftest.py.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- interpolation --------------------------------------------------------------------------

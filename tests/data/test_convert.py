@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scene_builders import random_image
+from tests.helpers.scenes import random_image
 
 from kilonerf.cli import main
 from kilonerf.data import Scene, load_scene

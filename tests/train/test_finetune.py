@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from kd_fields import SphereField, ball_occupancy
+from tests.helpers.fields import SphereField, ball_occupancy
 from torch import Tensor
-from toy_scenes import sphere_scene
+from tests.helpers.toy_scenes import sphere_scene
 
 from kilonerf.data.rays import RayTable
 from kilonerf.fields.multinet import MultiNetField

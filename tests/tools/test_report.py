@@ -181,6 +181,7 @@ def _wait(driver, script: str, timeout: float = 10.0):  # noqa: ANN001, ANN202
     return value
 
 
+@pytest.mark.browser
 def test_report_opens_in_chromium_with_every_image(report_run: Path, browser) -> None:  # noqa: ANN001
     browser.get((report_run / "report.html").resolve().as_uri())
     assert _wait(browser, "return document.readyState === 'complete'")
@@ -198,6 +199,7 @@ def test_report_opens_in_chromium_with_every_image(report_run: Path, browser) ->
     assert non_white > 0.05 and colours > 50, (non_white, colours)
 
 
+@pytest.mark.browser
 def test_a_broken_image_is_detected(report_run: Path, browser, tmp_path: Path) -> None:  # noqa: ANN001
     """The browser check itself can fail: remove one asset and the page shows a broken image."""
     run = tmp_path / "broken"

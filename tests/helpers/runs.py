@@ -14,6 +14,20 @@ from kilonerf.run.pipeline import open_run
 from kilonerf.train.student_io import save_student
 
 
+TINY_TRAIN = [
+    "--set", "teacher_params.total_steps=15", "--set", "teacher_loop.max_steps=15",
+    "--set", "teacher_params.rays_per_step=256", "--set", "teacher_loop.val_views=1",
+    "--set", "teacher_loop.ckpt_every=5",
+    "--set", "occupancy.resolution_factor=2", "--set", "student.max_res=4", "--set", "occupancy.sigma_threshold=0",
+    "--set", "distill_loop.max_steps=3", "--set", "distill_loop.val_views=0",
+    "--set", "finetune_loop.max_steps=3", "--set", "finetune_loop.val_views=1",
+    "--set", "finetune.rays_per_step=64", "--set", "finetune.num_samples=32", "--set", "finetune.render_samples=32",
+    "--set", "distill.render_samples=32",
+]  # fmt: skip
+"""`kilonerf train` settings that run every stage in seconds (the result is poor, but real)."""
+
+
+
 def write_sphere_run(root: Path, radius: float = 0.5) -> Path:
     """``root/run``: run.json, occupancy.npz (a ball of ``radius`` at the box centre) and
     student.pt (independent random networks, density biased up so the ball renders opaque

@@ -20,7 +20,9 @@ from kilonerf.train.distill import DistillTrainer
 from kilonerf.train.fast_teacher import FastTeacherTrainer
 from kilonerf.train.finetune import FinetuneTrainer
 
-from conftest import TINY_TRAIN
+from tests.helpers.runs import TINY_TRAIN
+
+pytestmark = pytest.mark.slow  # whole pipelines: minutes, not seconds
 
 # stage -> (trainer class, extra settings, step the interruption hits, checkpointed step, max steps).
 # TINY_TRAIN's teacher checkpoints every 5 of its 15 steps; the two student stages get a

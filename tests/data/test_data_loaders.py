@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scene_builders import make_blender, make_ngp_from_blender, make_nsvf, random_image, save_png
+from tests.helpers.scenes import make_blender, make_ngp_from_blender, make_nsvf, random_image, save_png
 
 from kilonerf.data import SceneError, detect_format, load_scene
 from kilonerf.data.cameras import camera_rays

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from kilonerf.cli import main
-from conftest import TINY_TRAIN as TINY
+from tests.helpers.runs import TINY_TRAIN as TINY
+
+pytestmark = pytest.mark.slow  # whole pipelines: minutes, not seconds
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Builders the tests share: small scenes, analytic fields, tiny runs."""
