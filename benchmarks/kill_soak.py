@@ -38,7 +38,7 @@ from kilonerf.evaluation import evaluate_split
 from kilonerf.io import atomic_write_json, read_json, safe_torch_load
 from kilonerf.kernels.perf import machine_name
 from kilonerf.run.models import load_renderer
-from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.names import STAGES
 from kilonerf.run.folder import RunDir
 

@@ -29,7 +29,7 @@ import torch
 from kilonerf.data.procedural import FLOOR, ProceduralScene, write_procedural_scene
 from kilonerf.errors import RunError
 from kilonerf.io import atomic_write_json
-from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.train.config import PipelineConfig
 from kilonerf.train.fast_teacher import FastTeacherConfig
 from kilonerf.train.nerf_teacher import NeRFTeacherConfig

@@ -41,7 +41,7 @@ from kilonerf.metrics import psnr
 from kilonerf.run.models import load_student_renderer
 from kilonerf.render.dense import render_dense
 from kilonerf.render.fast import render_fast
-from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.run.folder import RunDir
 
 NUM_SAMPLES = 384

@@ -36,7 +36,7 @@ from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.fields.multinet import MultiNetField, activate_density
 from kilonerf.kernels import GroupedBackend, get_backend
 from kilonerf.render.fast_native import native_applies, render_native
-from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.occupancy.grid import OccupancyGrid
 
 MAX_PASS_SAMPLES = 64
 """Largest number of candidates a ray takes in one pass on the torch path."""

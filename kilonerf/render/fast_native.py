@@ -17,7 +17,7 @@ from torch import Tensor
 
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.kernels.cpu import CpuFusedBackend, native_params, pointer_array
-from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.occupancy.grid import OccupancyGrid
 
 _F3 = ctypes.c_float * 3
 _I3 = ctypes.c_int32 * 3

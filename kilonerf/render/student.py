@@ -11,7 +11,7 @@ from kilonerf.data.scene import Scene
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.kernels import default_render_backend, get_backend
 from kilonerf.render.fast import render_fast
-from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.occupancy.grid import OccupancyGrid
 
 
 class StudentRenderer:

@@ -10,7 +10,7 @@ from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.names import MODELS
 from kilonerf.render.volume import RenderFn
-from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.render.student import StudentRenderer
 from kilonerf.run.folder import RunDir
 from kilonerf.train.student_io import load_student

@@ -17,7 +17,7 @@ from kilonerf.errors import RunError
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.io import atomic_write_json, read_json, remove_stale_temps, safe_torch_load
 from kilonerf.names import STAGES
-from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.train.config import PipelineConfig, resolve_config
 from kilonerf.train.distill import DistillConfig, DistillTrainer
 from kilonerf.train.finetune import FinetuneConfig, FinetuneTrainer

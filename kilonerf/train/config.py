@@ -31,7 +31,7 @@ class OccupancyConfig(Settings):
     resolution_factor: int = setting(16, ge=1)
     sigma_threshold: float = setting(10.0, ge=0)
     """Raw density threshold at the paper's reference step 0.0211 on Synthetic scenes; other
-    scene scales use the same opacity over their own reference step (see render/occupancy.py)."""
+    scene scales use the same opacity over their own reference step (see occupancy/grid.py)."""
     samples_per_axis: int = setting(3, ge=1)
     dilation: int = setting(0, ge=0)
     """Grow the occupied region by this many voxels (safety margin for thin structure)."""

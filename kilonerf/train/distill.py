@@ -29,7 +29,7 @@ from kilonerf.data.scene import Scene
 from kilonerf.errors import KiloNerfError, RunError
 from kilonerf.fields.base import RadianceField
 from kilonerf.fields.multinet import DENSITY_ACTIVATIONS, MultiNetField
-from kilonerf.render.occupancy import PAPER_REF_STEP, OccupancyGrid, reference_step
+from kilonerf.occupancy.grid import PAPER_REF_STEP, OccupancyGrid, reference_step
 from kilonerf.settings import Settings, pick_preset, setting
 from kilonerf.render.student import StudentRenderer
 

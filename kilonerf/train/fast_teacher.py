@@ -22,13 +22,8 @@ from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.data.rays import recomposite
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
-from kilonerf.fields.grid_raymarch import (
-    march_occupied,
-    packed_composite,
-    packed_distortion,
-    packed_weights,
-    segment_starts,
-)
+from kilonerf.occupancy.sampling import march_occupied
+from kilonerf.render.packed import packed_composite, packed_distortion, packed_weights, segment_starts
 from kilonerf.fields.grid_teacher import GridTeacherField
 from kilonerf.metrics.psnr import mse_to_psnr_tensor
 from kilonerf.runtime import reuse_freed_memory

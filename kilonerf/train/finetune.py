@@ -31,7 +31,7 @@ from kilonerf.fields.multinet import MultiNetField
 from kilonerf.metrics.psnr import mse_to_psnr_tensor
 from kilonerf.render.dense import render_dense
 from kilonerf.render.student import StudentRenderer
-from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.settings import Settings, pick_preset, setting
 
 

@@ -9,15 +9,9 @@ from kilonerf.data.rays import RayTable
 from kilonerf.data.scene import Scene
 from kilonerf.fields.base import RadianceField
 from kilonerf.fields.network_grid import grid_resolution
-from kilonerf.render.carving import opaque_depth, unseen_voxels
-from kilonerf.render.occupancy import (
-    PAPER_REF_STEP,
-    OccupancyGrid,
-    alpha_from_sigma,
-    build_occupancy,
-    default_resolution,
-    reference_step,
-)
+from kilonerf.occupancy.carving import opaque_depth, unseen_voxels
+from kilonerf.occupancy.build import build_occupancy
+from kilonerf.occupancy.grid import PAPER_REF_STEP, OccupancyGrid, alpha_from_sigma, default_resolution, reference_step
 from kilonerf.train.config import OccupancyConfig, StudentConfig
 
 

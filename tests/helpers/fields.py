@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.occupancy.grid import OccupancyGrid
 
 
 class SphereField:

@@ -9,7 +9,7 @@ import torch
 
 from kilonerf.data.procedural import write_procedural_scene
 from kilonerf.fields.multinet import MultiNetField
-from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.run.pipeline import open_run
 from kilonerf.train.student_io import save_student
 

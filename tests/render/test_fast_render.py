@@ -9,7 +9,7 @@ from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.render.dense import render_dense
 from kilonerf.render.fast import MAX_PASS_SAMPLES, render_fast
-from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.occupancy.grid import OccupancyGrid
 
 BOX = torch.tensor([[-1.0, -0.8, -0.6], [1.0, 0.8, 0.6]])
 BG = torch.tensor([1.0, 0.9, 0.8])

@@ -17,7 +17,8 @@ from kilonerf.data.procedural import look_at
 from kilonerf.data.rays import RayTable
 from kilonerf.data.scene import Scene
 from kilonerf.kernels.encoding import positional_encoding
-from kilonerf.fields.grid_raymarch import march_occupied, packed_composite, packed_distortion, packed_weights
+from kilonerf.occupancy.sampling import march_occupied
+from kilonerf.render.packed import packed_composite, packed_distortion, packed_weights
 from kilonerf.fields.grid_sampling import corner_weights, gather_lerp, resample_grid, to_lattice
 from kilonerf.fields.grid_teacher import GridTeacherField
 from kilonerf.render.volume import composite

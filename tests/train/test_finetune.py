@@ -16,7 +16,7 @@ from kilonerf.fields.multinet import MultiNetField
 from kilonerf.kernels import get_backend, register_backend
 from kilonerf.kernels.base import GroupedBackend, MultiNetParams
 from kilonerf.render.dense import render_dense
-from kilonerf.render.occupancy import OccupancyGrid
+from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.settings import SettingError
 from kilonerf.train.distill import DistillConfig, DistillTrainer
 from kilonerf.train.finetune import FinetuneConfig, FinetuneTrainer, view_dependent_l2

@@ -14,15 +14,9 @@ from kilonerf.data.cameras import look_at
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.fields.multinet import MultiNetField
-from kilonerf.render.occupancy import (
-    PAPER_ALPHA_THRESHOLD,
-    OccupancyGrid,
-    alpha_from_sigma,
-    build_occupancy,
-    reference_step,
-    sigma_from_alpha,
-)
-from kilonerf.render.carving import opaque_depth
+from kilonerf.occupancy.build import build_occupancy
+from kilonerf.occupancy.grid import PAPER_ALPHA_THRESHOLD, OccupancyGrid, alpha_from_sigma, reference_step, sigma_from_alpha
+from kilonerf.occupancy.carving import opaque_depth
 from kilonerf.train.occupancy import add_unseen
 
 BOX = torch.tensor([[-1.0, -0.5, 0.0], [1.0, 0.5, 1.5]])
