@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from kilonerf.kernels.encoding import encoded_dim
+from kilonerf.kernels.fused import FusedRenderer
 
 NUM_LAYERS = 5
 """Layer order in :class:`MultiNetParams`: pos1, pos2, density+features, view, rgb."""
@@ -97,6 +98,12 @@ class GroupedBackend(ABC):
         """(N,) raw density only; backends may override to skip the view-dependent layers."""
         raw, _ = self.evaluate(params, net_index, local_pos, torch.zeros_like(local_pos))
         return raw
+
+    def fused_renderer(self, params: MultiNetParams, device: torch.device) -> FusedRenderer | None:
+        """The optional capability to march, evaluate and composite in one call for these
+        parameters on ``device`` (:mod:`kilonerf.kernels.fused`); None where the backend has
+        none or it does not apply (renderers then evaluate through :meth:`evaluate`)."""
+        return None
 
 
 class DensityFirstBackend(GroupedBackend):

@@ -20,6 +20,8 @@ import torch
 from torch import Tensor
 
 from kilonerf.kernels.base import DensityFirstBackend, MultiNetParams
+from kilonerf.kernels.cpu_render import CpuFusedRenderer
+from kilonerf.kernels.fused import FusedRenderer
 from kilonerf.kernels.native import load_library
 from kilonerf.kernels.torch_ref import TorchRefBackend
 
@@ -66,6 +68,13 @@ class CpuFusedBackend(DensityFirstBackend):
 
     def threads(self) -> int:
         return self.num_threads or torch.get_num_threads()
+
+    def fused_renderer(self, params: MultiNetParams, device: torch.device) -> FusedRenderer | None:
+        """``kn_render`` for float32 CPU parameters of the compiled architecture."""
+        prepared = native_params(params) if torch.device(device).type == "cpu" else None
+        if prepared is None:
+            return None
+        return CpuFusedRenderer(self.lib, prepared[0], prepared[1], params.num_nets, self.threads())
 
     def _run(
         self, params: MultiNetParams, net_index: Tensor, local_pos: Tensor, dirs: Tensor | None,

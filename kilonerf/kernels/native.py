@@ -124,4 +124,6 @@ def load_library() -> ctypes.CDLL:
     lib.kn_eval.restype = ctypes.c_int
     lib.kn_eval.argtypes = [_P, _P, _I64, _P, _P, _P, _I64, _P, _P, ctypes.c_int]
     lib.kn_render.restype = ctypes.c_int
+    lib.kn_render_args_size.restype = _I64
+    lib.kn_render_args_size.argtypes = []
     return lib

@@ -21,7 +21,8 @@ them: ``num_samples`` points from near to far inclusive. What differs is which a
 
 Everything is vectorised across rays; the Python loops run over passes and over chunks of
 rays / candidate sub-batches that bound memory. With the compiled ``cpu`` backend the same
-procedure runs in C instead (:mod:`kilonerf.render.fast_native`), candidates found lazily
+procedure runs in the backend's fused renderer instead (:mod:`kilonerf.kernels.fused`; the ``cpu``
+backend's is C, :mod:`kilonerf.kernels.cpu_render`), candidates found lazily
 while marching.
 """
 
@@ -35,8 +36,11 @@ from torch import Tensor
 from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.fields.multinet import MultiNetField, activate_density
 from kilonerf.kernels import GroupedBackend, get_backend
-from kilonerf.render.fast_native import native_applies, render_native
+from kilonerf.kernels.fused import FusedGrid, FusedOccupancy, FusedRays, FusedRenderer, FusedResult
 from kilonerf.occupancy.grid import OccupancyGrid
+
+COARSE_FACTOR = 8
+"""Fine voxels per coarse skip cell per axis (as the candidate search below)."""
 
 MAX_PASS_SAMPLES = 64
 """Largest number of candidates a ray takes in one pass on the torch path."""
@@ -111,13 +115,13 @@ def render_fast(
         raise ValueError(f"render_fast: samples_per_pass must be >= 1, got {samples_per_pass}")
     region = _region(field, occupancy if use_occupancy else None)
     be = get_backend(backend or field.backend)
-    if region is not None and n > 0 and native_applies(field, be, origins):
+    # The backend's fused march-evaluate-composite loop where it has one (asked, not assumed).
+    fused = be.fused_renderer(field.params(), origins.device) if region is not None and n > 0 and dtype == torch.float32 else None
+    if fused is not None:
         step = (far_t - near_t) / max(num_samples - 1, 1)
-        k_lo, count = _sample_range(region, origins, dirs, near_t, step, num_samples)
-        res = render_native(
-            field, occupancy if use_occupancy else None, be, origins, dirs, near_t, step, k_lo, count,  # type: ignore[arg-type]
-            ert_threshold, samples_per_pass, count_candidates, density_activation=density_activation,
-        )  # fmt: skip
+        k_lo, count = _sample_range(region, origins, dirs, near_t, step, num_samples)  # type: ignore[arg-type]
+        res = render_fused(fused, field, occupancy if use_occupancy else None, FusedRays(origins, dirs, near_t, step, k_lo, count),
+                           ert_threshold, samples_per_pass, count_candidates, density_activation)  # fmt: skip
         rgb = res.rgb if background is None else res.rgb + (1.0 - res.acc[:, None]) * background.to(res.rgb)
         return FastRenderOutput(rgb=rgb, depth=res.depth, acc=res.acc, samples_evaluated=res.evaluated,
                                 samples_candidate=res.candidates, passes=res.passes, profile=res.seconds)  # fmt: skip
@@ -142,6 +146,24 @@ def render_fast(
         samples_candidate=sum(o[4] for o in outs),
         passes=sum(o[5] for o in outs),
     )
+
+
+def render_fused(
+    renderer: FusedRenderer, field: MultiNetField, occupancy: OccupancyGrid | None, rays: FusedRays,
+    ert_threshold: float, samples_per_pass: int, count_candidates: bool, density_activation: str = "relu",
+    tile_rays: int | None = None,
+) -> FusedResult:  # fmt: skip
+    """A backend's fused renderer over the student's network grid and occupancy grid (with the
+    coarse skip grid of :data:`COARSE_FACTOR` voxels a side); ``rays`` carry their candidate
+    ranges (:func:`_sample_range`)."""
+    grid = FusedGrid(field.bbox.detach().float(), field.res)
+    occ = None
+    if occupancy is not None:
+        coarse = occupancy.coarse_skip_grid(COARSE_FACTOR)
+        occ = FusedOccupancy(occupancy.bits, occupancy.bbox.float(), occupancy.res, coarse,
+                             occupancy.voxel_size.float() * COARSE_FACTOR)  # fmt: skip
+    return renderer.render(grid, occ, rays, ert_threshold, samples_per_pass, count_candidates, density_activation,
+                           tile_rays)  # fmt: skip
 
 
 def _region(field: MultiNetField, occupancy: OccupancyGrid | None) -> Tensor | None:
@@ -193,7 +215,7 @@ class _Candidates:
 def _candidates(
     field: MultiNetField, occupancy: OccupancyGrid | None, region: Tensor,
     origins: Tensor, dirs: Tensor, near: Tensor, step: Tensor, num_samples: int,
-    coarse_factor: int = 8, max_points: int = 1 << 20,
+    coarse_factor: int = COARSE_FACTOR, max_points: int = 1 << 20,
 ) -> _Candidates:
     """The samples that need evaluating.
 

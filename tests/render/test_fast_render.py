@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import pytest
 import torch
 
 from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.fields.multinet import MultiNetField
+from kilonerf.kernels import GroupedBackend, MultiNetParams
+from kilonerf.kernels.fused import FusedRenderer, FusedResult
+from kilonerf.kernels.torch_ref import TorchRefBackend
 from kilonerf.render.dense import render_dense
 from kilonerf.render.fast import MAX_PASS_SAMPLES, render_fast
 from kilonerf.occupancy.grid import OccupancyGrid
@@ -199,8 +204,8 @@ def test_native_equals_torch_renderer(
 
 
 def test_native_tiles_pass_sizes_and_leaky_density(rays: tuple[torch.Tensor, torch.Tensor], cpu_backend: object) -> None:
-    from kilonerf.render.fast import _region, _sample_range
-    from kilonerf.render.fast_native import render_native
+    from kilonerf.kernels.fused import FusedRays
+    from kilonerf.render.fast import _region, _sample_range, render_fused
 
     o, d = rays[0][:120], rays[1][:120]
     leaky = MultiNetField(BOX, max_res=5, shared_init=False, seed=9)
@@ -215,10 +220,9 @@ def test_native_tiles_pass_sizes_and_leaky_density(rays: tuple[torch.Tensor, tor
                           density_activation="leaky_relu")
         for tile in (1, 7, n):
             with torch.no_grad():
-                res = render_native(
-                    leaky, occ, cpu_backend, o, d, near, step, k_lo, count, 0.01, per_pass, False, tile,  # type: ignore[arg-type]
-                    density_activation="leaky_relu",
-                )
+                fused = cpu_backend.fused_renderer(leaky.params(), o.device)  # type: ignore[attr-defined]
+                res = render_fused(fused, leaky, occ, FusedRays(o, d, near, step, k_lo, count), 0.01, per_pass,
+                                   False, "leaky_relu", tile)  # fmt: skip
             assert res.evaluated == ref.samples_evaluated
             assert float((res.rgb - ref.rgb).abs().max()) <= 2e-6 and float((res.acc - ref.acc).abs().max()) <= 2e-6
             assert res.seconds["mlp"] > 0.0 and min(res.seconds.values()) >= 0.0
@@ -227,3 +231,59 @@ def test_native_tiles_pass_sizes_and_leaky_density(rays: tuple[torch.Tensor, tor
 def test_rejects_empty_passes(field: MultiNetField, rays: tuple[torch.Tensor, torch.Tensor]) -> None:
     with pytest.raises(ValueError, match="samples_per_pass"):
         render_fast(field, None, rays[0], rays[1], 0.5, 5.5, S, BG, use_occupancy=False, samples_per_pass=0)
+
+
+class _Counting(FusedRenderer):
+    """Delegates to another fused renderer and counts the calls."""
+
+    def __init__(self, inner: FusedRenderer) -> None:
+        self.inner, self.calls = inner, 0
+
+    def render(self, *args, **kwargs) -> FusedResult:  # noqa: ANN002, ANN003
+        self.calls += 1
+        return self.inner.render(*args, **kwargs)
+
+
+class _BorrowedFused(TorchRefBackend):
+    """Not the compiled backend, yet it offers a fused renderer (the compiled one's): the
+    renderer must ask for the capability, not check the backend's type."""
+
+    def __init__(self, donor: GroupedBackend) -> None:
+        super().__init__()
+        self.donor, self.made = donor, []
+
+    def fused_renderer(self, params: MultiNetParams, device: torch.device) -> FusedRenderer | None:
+        inner = self.donor.fused_renderer(params, device)
+        assert inner is not None
+        self.made.append(_Counting(inner))
+        return self.made[-1]
+
+
+def test_renderer_asks_the_backend_for_a_fused_renderer(
+    field: MultiNetField, rays: tuple[torch.Tensor, torch.Tensor], cpu_backend: object
+) -> None:
+    o, d = rays[0][:64], rays[1][:64]
+    occ = _sphere_occupancy()
+    backend = _BorrowedFused(cpu_backend)  # type: ignore[arg-type]
+    with torch.no_grad():
+        fused = render_fast(field, occ, o, d, 0.5, 5.5, S, None, backend=backend)
+        plain = render_fast(field, occ, o, d, 0.5, 5.5, S, None, backend="torch_ref")
+    assert [r.calls for r in backend.made] == [1] and TorchRefBackend().fused_renderer(field.params(), o.device) is None
+    assert float((fused.rgb - plain.rgb).abs().max()) <= 2e-6 and fused.samples_evaluated == plain.samples_evaluated
+
+
+def test_fused_renderer_refuses_a_struct_of_another_size(cpu_backend: object) -> None:
+    from kilonerf.kernels.cpu_render import _RenderArgs, check_struct_size
+    from kilonerf.kernels.native import NativeUnavailable
+
+    lib = cpu_backend.lib  # type: ignore[attr-defined]
+    check_struct_size(lib)  # the real library and its mirror agree
+    assert int(lib.kn_render_args_size()) == ctypes.sizeof(_RenderArgs)
+
+    class Shifted:
+        @staticmethod
+        def kn_render_args_size() -> int:
+            return ctypes.sizeof(_RenderArgs) + 8  # a field added in C but not in the mirror
+
+    with pytest.raises(NativeUnavailable, match="ctypes mirror"):
+        check_struct_size(Shifted())  # type: ignore[arg-type]

@@ -357,6 +357,9 @@ static int heavier_first(const void *x, const void *y) {
     return (a->work < b->work) - (a->work > b->work);
 }
 
+/* sizeof(kn_render_args), checked against the ctypes mirror when the library loads. */
+int64_t kn_render_args_size(void) { return (int64_t)sizeof(kn_render_args); }
+
 int kn_render(kn_render_args *A) {
     kn_params P;
     for (int i = 0; i < 5; i++) {
