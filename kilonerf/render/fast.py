@@ -38,6 +38,7 @@ from kilonerf.fields.multinet import MultiNetField, activate_density
 from kilonerf.kernels import GroupedBackend, get_backend
 from kilonerf.kernels.fused import FusedGrid, FusedOccupancy, FusedRays, FusedRenderer, FusedResult
 from kilonerf.occupancy.grid import OccupancyGrid
+from kilonerf.render.volume import composite_block
 
 COARSE_FACTOR = 8
 """Fine voxels per coarse skip cell per axis (as the candidate search below)."""
@@ -326,16 +327,12 @@ def _render_chunk(
         alpha = origins.new_zeros(a_cnt * per).index_copy_(0, slot, alpha_v).view(a_cnt, per)
         c = origins.new_zeros(a_cnt * per, 3).index_copy_(0, slot, color).view(a_cnt, per, 3)
         ts = origins.new_zeros(a_cnt * per).index_copy_(0, slot, cand.t.index_select(0, c_idx)).view(a_cnt, per)
-        # Same transmittance recurrence as volume.composite (including its 1e-10).
-        factors = 1.0 - alpha + 1e-10
-        excl = torch.cumprod(torch.cat([trans.index_select(0, active)[:, None], factors[:, :-1]], dim=1), dim=1)
         # A ray ends at the first sample whose transmittance is <= the threshold, wherever it
         # falls in the pass (the native path does the same), so pass sizes never change the image.
-        w = alpha * excl * (excl > ert_threshold)
+        w, t_new = composite_block(alpha, trans.index_select(0, active), ert_threshold)
         rgb.index_add_(0, active, (w[..., None] * c).sum(dim=1))
         depth.index_add_(0, active, (w * ts).sum(dim=1))
         acc.index_add_(0, active, w.sum(dim=1))
-        t_new = excl[:, -1] * factors[:, -1]
         trans.index_copy_(0, active, t_new)
         ptr.index_copy_(0, active, a_ptr + per)
         active = active[(a_ptr + per < a_end) & (t_new > ert_threshold)]

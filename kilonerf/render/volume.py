@@ -69,8 +69,31 @@ def alpha_from_density(sigma: Tensor, deltas: Tensor) -> Tensor:
     return 1.0 - torch.exp(-sigma * deltas)
 
 
+def composite_block(alpha: Tensor, trans_in: Tensor | None = None, threshold: float | None = None) -> tuple[Tensor, Tensor]:
+    """Front-to-back compositing weights of consecutive samples of each ray: the one
+    transmittance recurrence every Python renderer uses (the C renderer is tested against it).
+
+    ``T_0 = trans_in`` (1 when None), ``T_{i+1} = T_i * (1 - alpha_i + 1e-10)`` (the guard keeps
+    T > 0, as the original), weight ``w_i = alpha_i * T_i``. With ``threshold`` a ray stops at
+    the first sample whose ``T_i`` is <= it (early ray termination): that sample and every
+    later one get weight 0, wherever the block boundaries fall.
+
+    Args:
+        alpha: (R, S) opacities in [0, 1] of S consecutive samples of R rays.
+        trans_in: (R,) transmittance in front of the block.
+        threshold: early-termination transmittance, or None for none.
+    Returns:
+        weights (R, S) and the transmittance behind the block (R,).
+    """
+    factors = 1.0 - alpha + 1e-10
+    start = torch.ones_like(alpha[:, :1]) if trans_in is None else trans_in[:, None]
+    trans = torch.cumprod(torch.cat([start, factors[:, :-1]], dim=-1), dim=-1)
+    weights = alpha * trans if threshold is None else alpha * trans * (trans > threshold)
+    return weights, trans[:, -1] * factors[:, -1]
+
+
 def composite(alpha: Tensor, rgb: Tensor, t: Tensor, background: Tensor | None = None) -> RenderOutput:
-    """Front-to-back compositing of per-sample opacity and colour.
+    """Front-to-back compositing of per-sample opacity and colour (:func:`composite_block`).
 
     Args:
         alpha: (N, S) opacities in [0, 1].
@@ -78,10 +101,7 @@ def composite(alpha: Tensor, rgb: Tensor, t: Tensor, background: Tensor | None =
         t: (N, S) sample distances (for depth).
         background: (3,) colour behind the scene, or None for black.
     """
-    trans = torch.cumprod(
-        torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1] + 1e-10], dim=-1), dim=-1
-    )
-    weights = alpha * trans
+    weights, _ = composite_block(alpha)
     acc = weights.sum(dim=-1)
     color = (weights[..., None] * rgb).sum(dim=-2)
     if background is not None:
