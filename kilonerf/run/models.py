@@ -15,7 +15,7 @@ from kilonerf.render.student import StudentRenderer
 from kilonerf.run.folder import RunDir
 from kilonerf.train.student_io import load_student
 from kilonerf.train.config import PipelineConfig
-from kilonerf.train.teacher import Teacher, load_teacher
+from kilonerf.train.teacher import TeacherRenderer, load_teacher
 
 
 
@@ -47,15 +47,15 @@ def load_renderer(
     """
     cfg = run.read_config()
     if model == "teacher":
-        trainer = run_teacher(run, cfg, scene, device)
-        return trainer.render_rays
+        return run_teacher(run, cfg, scene, device).render_rays
     if model == "student":
         return load_student_renderer(run, scene, device, num_samples, chunk_rays, backend).render
     raise RunError(f"unknown model '{model}' (have: {', '.join(MODELS)})")
 
 
-def run_teacher(run: RunDir, cfg: PipelineConfig, scene: Scene, device: torch.device) -> Teacher:
-    """The run's trained teacher (RunError naming the stage to run when it is missing)."""
+def run_teacher(run: RunDir, cfg: PipelineConfig, scene: Scene, device: torch.device) -> TeacherRenderer:
+    """The run's trained teacher, its field ready to render (RunError naming the stage to run
+    when it is missing); no optimiser is built."""
     path = run.require(run.stage_checkpoint("teacher"), "teacher checkpoint", "teacher")
     return load_teacher(path, scene, cfg.teacher, cfg.teacher_params, device)
 

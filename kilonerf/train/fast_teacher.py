@@ -6,7 +6,7 @@ the teacher" later stages can use) and grown coarse-to-fine at the steps in
 ``FastTeacherConfig.res_schedule``. Rays are marched with a step of ``step_ratio`` density
 cells through the occupancy bitfield; colour (feature gather + MLP) is evaluated only on
 samples whose compositing weight exceeds ``color_weight_threshold`` (every sample in the
-coarse phase, see :meth:`FastTeacherTrainer.color_threshold`).
+coarse phase, see :meth:`kilonerf.render.grid_teacher.GridTeacherRenderer.color_threshold`).
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.data.rays import recomposite
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
-from kilonerf.occupancy.sampling import march_occupied
-from kilonerf.render.packed import packed_composite, packed_distortion, packed_weights, segment_starts
+from kilonerf.render.packed import packed_distortion
 from kilonerf.fields.grid_teacher import GridTeacherField
 from kilonerf.metrics.psnr import mse_to_psnr_tensor
+from kilonerf.render.grid_teacher import GridTeacherRenderer, TeacherRender
 from kilonerf.runtime import reuse_freed_memory
 from kilonerf.settings import Domain, Settings, setting
 
@@ -98,25 +97,6 @@ class FastTeacherConfig(Settings):
 
 
 
-@dataclass
-class TeacherRender:
-    rgb: Tensor
-    """(N, 3) composited colour, background included."""
-    acc: Tensor
-    """(N,) accumulated opacity."""
-    alpha: Tensor
-    """(M,) opacity of every marched (occupied) sample, packed by ray."""
-    weights: Tensor
-    """(M,) their compositing weights."""
-    t: Tensor
-    """(M,) their distances."""
-    ray_id: Tensor
-    """(M,) their rays."""
-    start: Tensor
-    """(M,) index of the first sample of each sample's ray."""
-    step: float
-
-
 def grid_tv(grid: Tensor) -> Tensor:
     """Mean squared difference of neighbouring nodes along each axis of a (C, Rz, Ry, Rx) grid."""
     return ((grid[:, 1:] - grid[:, :-1]).square().mean() + (grid[:, :, 1:] - grid[:, :, :-1]).square().mean()
@@ -142,14 +122,25 @@ class FastTeacherTrainer:
             self.field = GridTeacherField(box[0], box[1], config.coarse_res, config.coarse_res, config.feature_dim,
                                           config.hidden, config.dir_freqs, sigma_init, 1.0 / cell).to(self.device)
             self.field.use_mlp.fill_(False)
+        self.renderer = GridTeacherRenderer(self.field, self.near, self.far, self.background, config.step_ratio,
+                                            config.color_weight_threshold, config.eval_chunk_rays)  # fmt: skip
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed + 1)
         self.optimizer = self._make_optimizer()
         self.step = 0
         self.stage = 0
-        """How many ``res_schedule`` entries have been applied."""
         self.uses_alpha = config.random_background or config.mask_weight > 0
         """Whether :meth:`train_step` wants the photos' alpha (RGBA targets, see ``RayTable``)."""
+
+    @property
+    def stage(self) -> int:
+        """How many ``res_schedule`` entries have been applied (0: the coarse phase)."""
+        return self._stage
+
+    @stage.setter
+    def stage(self, value: int) -> None:
+        self._stage = value
+        self.renderer.coarse = value == 0
 
     # ---- schedule -----------------------------------------------------------------------
     def _make_optimizer(self, old: torch.optim.Adam | None = None) -> torch.optim.Adam:
@@ -168,7 +159,7 @@ class FastTeacherTrainer:
         return self.config.lr_final_factor ** (step / max(1, self.config.total_steps))
 
     def march_step(self) -> float:
-        return self.config.step_ratio * self.field.voxel_size
+        return self.renderer.march_step()
 
     def _apply_stage(self, stage: int) -> None:
         """Apply ``res_schedule[stage]``: shrink the box (first entry) and resample."""
@@ -194,42 +185,10 @@ class FastTeacherTrainer:
         return self.field.update_occupancy(sigma)
 
     # ---- rendering ----------------------------------------------------------------------
-    def color_threshold(self) -> float:
-        """Weight above which a sample's colour is evaluated; 0 (every sample) in the coarse phase.
-
-        A skipped sample still occludes (its weight counts in the opacity) but adds no colour,
-        i.e. it renders black. At the start every sample is below ``color_weight_threshold``
-        (one step's opacity is ``alpha_init``), so with the threshold the photometric loss
-        could only grow density where the photo is darker than the background: harmless on
-        white, but with ``random_background`` it held back the bright parts of the object
-        (lego_100, 2000 steps: 30.0 -> 31.1 dB; white background unchanged). The coarse
-        colour is the diffuse grid alone, cheap enough to evaluate everywhere.
-        """
-        return self.config.color_weight_threshold if self.stage > 0 else 0.0
-
     def render(self, origins: Tensor, dirs: Tensor, jitter: Tensor | None,
                background: Tensor | None = None) -> TeacherRender:
-        """Differentiable render of rays (N, 3); ``jitter`` (N,) in [0, 1) or None (step centres);
-        ``background`` (3,) or per ray (N, 3), default the scene's."""
-        f = self.field
-        near, far, hit = ray_box_intersect(origins, dirs, f.bbox)
-        near = near.clamp_min(self.near)
-        far = torch.where(hit, far.clamp_max(self.far), near)
-        step = self.march_step()
-        s = march_occupied(origins, dirs, near, far, step, f.box_min, f.box_max, f.occupancy, jitter)
-        n = origins.shape[0]
-        sigma = f.activate(f.raw_density(s.points))
-        start = segment_starts(s.ray_id, n)
-        weights, alpha = packed_weights(sigma * step, s.ray_id, n, start)
-        # Colour only where it can matter: the feature gather and MLP dominate the cost per
-        # sample, and most marched samples are faint haze or hidden behind a surface.
-        keep = torch.nonzero(weights.detach() > self.color_threshold()).squeeze(1)
-        ray_k = s.ray_id.index_select(0, keep)
-        rgb = f.color(s.points.index_select(0, keep), dirs, ray_k)
-        bg = self.background if background is None else background
-        color, acc = packed_composite(weights.index_select(0, keep), rgb, ray_k, n, bg,
-                                      acc_weights=weights, acc_ray_id=s.ray_id)
-        return TeacherRender(color, acc, alpha, weights, s.t, s.ray_id, start, step)
+        """Differentiable render (:meth:`GridTeacherRenderer.render`)."""
+        return self.renderer.render(origins, dirs, jitter, background)
 
     def targets(self, rgb: Tensor) -> tuple[Tensor, Tensor | None]:
         """Training colours and the background to render them with.
@@ -291,12 +250,9 @@ class FastTeacherTrainer:
         mse = mse.detach()
         return {"loss": loss.detach(), "psnr": mse_to_psnr_tensor(mse), "samples_per_ray": torch.tensor(out.alpha.shape[0] / max(1, n))}
 
-    @torch.no_grad()
     def render_rays(self, origins: Tensor, dirs: Tensor) -> Tensor:
-        """Evaluation render (samples at step centres), chunked: rays (N, 3) -> rgb (N, 3)."""
-        k = self.config.eval_chunk_rays
-        out = [self.render(origins[i:i + k], dirs[i:i + k], None).rgb for i in range(0, origins.shape[0], k)]
-        return torch.cat(out) if out else origins.new_zeros(0, 3)
+        """Evaluation render (samples at step centres): rays (N, 3) -> rgb (N, 3)."""
+        return self.renderer.render_rays(origins, dirs)
 
     def state_dict(self) -> dict[str, Any]:
         cfg = asdict(self.config)

@@ -9,12 +9,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.fields.nerf import NeRFField
 from kilonerf.metrics.psnr import mse_to_psnr_tensor
-from kilonerf.render.dense import render_dense
+from kilonerf.render.dense import BoxRenderer, render_dense
 from kilonerf.render.volume import RenderOutput
 from kilonerf.settings import Settings, pick_preset, setting
 from kilonerf.train.loop import LoopConfig
@@ -40,7 +39,8 @@ class NeRFTeacherConfig(Settings):
     num_freqs_pos: int = setting(10, ge=0)
     num_freqs_dir: int = setting(4, ge=0)
     width: int = setting(256, ge=1)
-    depth: int = setting(8, ge=1)
+    depth: int = setting(8, ge=6)
+    """Trunk layers; the skip connection re-enters the position at layer 4 (as NeRF), so at least 6."""
     dir_width: int = setting(128, ge=1)
     init_density_scale: float = setting(1.0)
     """Initial density bias times the scene-box diagonal (see :class:`NeRFField`)."""
@@ -77,6 +77,17 @@ TEACHER_PRESETS: dict[str, NeRFTeacherConfig] = {
 
 
 
+def nerf_field(config: NeRFTeacherConfig, scene: Scene) -> NeRFField:
+    """The teacher's network for ``scene`` (random weights from the current RNG)."""
+    diagonal = float(np.linalg.norm(scene.bbox[1] - scene.bbox[0]))
+    return NeRFField(
+        num_freqs_pos=config.num_freqs_pos, num_freqs_dir=config.num_freqs_dir, width=config.width,
+        depth=config.depth, dir_width=config.dir_width,
+        # A light initial fog across the box, so that most raw sigmas start positive.
+        density_bias=config.init_density_scale / max(diagonal, 1e-6),
+    )  # fmt: skip
+
+
 class NeRFTeacherTrainer:
     """A :class:`NeRFField` with its Adam optimiser; implements ``kilonerf.train.trainable.Trainable``.
 
@@ -91,22 +102,14 @@ class NeRFTeacherTrainer:
         self.config = config
         self.device = torch.device(device)
         self.rays_per_step = config.rays_per_step
-        diagonal = float(np.linalg.norm(scene.bbox[1] - scene.bbox[0]))
         with torch.random.fork_rng(devices=[]):
             # A fixed seed for the initial weights without disturbing the caller's RNG.
             torch.manual_seed(config.seed)
-            self.field = NeRFField(
-                num_freqs_pos=config.num_freqs_pos,
-                num_freqs_dir=config.num_freqs_dir,
-                width=config.width,
-                depth=config.depth,
-                dir_width=config.dir_width,
-                # A light initial fog across the box, so that most raw sigmas start positive.
-                density_bias=config.init_density_scale / max(diagonal, 1e-6),
-            ).to(self.device)
+            self.field = nerf_field(config, scene).to(self.device)
         self.optimizer = torch.optim.Adam(self.field.parameters(), lr=config.lr)
         self.bbox = torch.as_tensor(scene.bbox, dtype=torch.float32, device=self.device)
         self.background = torch.as_tensor(scene.background, dtype=torch.float32, device=self.device)
+        self.renderer = BoxRenderer(self.field, self.bbox, self.background, config.num_samples, config.eval_chunk_points)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed + 1)
         self.step = 0
@@ -116,14 +119,9 @@ class NeRFTeacherTrainer:
         c = self.config
         return c.lr * c.lr_decay_rate ** (step / c.lr_decay_steps)
 
-    def _segments(self, origins: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
-        near, far, hit = ray_box_intersect(origins, dirs, self.bbox)
-        # An empty segment gives zero step lengths, hence zero opacity: background only.
-        return near, torch.where(hit, far, near)
-
     def render(self, origins: Tensor, dirs: Tensor, sampling: str) -> RenderOutput:
         """Differentiable render of rays (N, 3) inside the scene box."""
-        near, far = self._segments(origins, dirs)
+        near, far = self.renderer.segments(origins, dirs)
         return render_dense(
             self.field,
             origins,
@@ -150,16 +148,10 @@ class NeRFTeacherTrainer:
         loss = loss.detach()
         return {"loss": loss, "psnr": mse_to_psnr_tensor(loss)}
 
-    @torch.no_grad()
     def render_rays(self, origins: Tensor, dirs: Tensor) -> Tensor:
-        """Evaluation render at the bin centres, chunked: rays (N, 3) -> rgb (N, 3)."""
+        """Evaluation render at the bin centres: rays (N, 3) -> rgb (N, 3)."""
         self.field.eval()
-        chunk = max(1, self.config.eval_chunk_points // self.config.num_samples)
-        out = [
-            self.render(origins[i : i + chunk], dirs[i : i + chunk], "centers").rgb
-            for i in range(0, origins.shape[0], chunk)
-        ]
-        return torch.cat(out) if out else origins.new_zeros(0, 3)
+        return self.renderer.render_rays(origins, dirs)
 
     def state_dict(self) -> dict[str, Any]:
         """Model, optimiser, jitter RNG, step and config: plain tensors and containers only."""

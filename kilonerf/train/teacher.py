@@ -10,11 +10,14 @@ import torch
 from kilonerf.data.rays import RayTable
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
+from kilonerf.fields.grid_teacher import GridTeacherField
 from kilonerf.io import safe_torch_load
 from kilonerf.names import TEACHERS
+from kilonerf.render.dense import BoxRenderer
+from kilonerf.render.grid_teacher import GridTeacherRenderer
 from kilonerf.train.fast_teacher import FastTeacherConfig, FastTeacherTrainer
 from kilonerf.train.loop import LoopConfig, TrainingResult, run_training
-from kilonerf.train.nerf_teacher import NeRFTeacherConfig, NeRFTeacherTrainer
+from kilonerf.train.nerf_teacher import NeRFTeacherConfig, NeRFTeacherTrainer, nerf_field
 
 Teacher = FastTeacherTrainer | NeRFTeacherTrainer
 
@@ -38,12 +41,29 @@ def train_teacher(
     return run_training(trainer, train_rays, val_rays, loop, ckpt, stage="teacher")
 
 
-def load_teacher(path: Path, scene: Scene, kind: str, params: dict[str, Any], device: torch.device) -> Teacher:
-    """The trained teacher from its checkpoint (weights only, no code is unpickled)."""
+TeacherRenderer = GridTeacherRenderer | BoxRenderer
+"""A trained teacher for rendering: its ``field`` and ``render_rays`` (rays -> rgb)."""
+
+
+def load_teacher(path: Path, scene: Scene, kind: str, params: dict[str, Any], device: torch.device) -> TeacherRenderer:
+    """The trained teacher's field from its checkpoint, ready to render (weights only: no code
+    is unpickled, and no trainer or optimiser is built)."""
     ckpt = safe_torch_load(path, map_location=device)
-    trainer = make_teacher(kind, scene, params, device)
+    background = torch.as_tensor(scene.background, dtype=torch.float32, device=device)
     try:
-        trainer.load_state_dict(ckpt["trainable"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        state = ckpt["trainable"]
+        if kind == "fast":
+            c = FastTeacherConfig.from_dict(params, "teacher_params")
+            field = GridTeacherField.from_state_dict(state["model"], c.dir_freqs).to(device)
+            return GridTeacherRenderer(field, scene.near, scene.far, background, c.step_ratio, c.color_weight_threshold,
+                                       c.eval_chunk_rays, coarse=int(state["stage"]) == 0)  # fmt: skip
+        if kind == "nerf":
+            n = NeRFTeacherConfig.from_dict(params, "teacher_params")
+            field = nerf_field(n, scene)
+            field.load_state_dict(state["model"])
+            field = field.to(device).eval()
+            bbox = torch.as_tensor(scene.bbox, dtype=torch.float32, device=device)
+            return BoxRenderer(field, bbox, background, n.num_samples, n.eval_chunk_points)
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
         raise RunError(f"{path}: cannot load the {kind} teacher ({type(exc).__name__}: {exc})") from exc
-    return trainer
+    raise RunError(f"unknown teacher '{kind}' (have: {', '.join(TEACHERS)})")

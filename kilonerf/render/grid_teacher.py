@@ -1,0 +1,99 @@
+"""Rendering the fast grid teacher (:class:`GridTeacherField`): rays marched with a fixed
+step through the field's occupancy bitfield, packed samples composited, colour evaluated only
+where a sample's weight is high enough. Used by its trainer and to render a trained teacher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from kilonerf.data.cameras import ray_box_intersect
+from kilonerf.fields.grid_teacher import GridTeacherField
+from kilonerf.occupancy.sampling import march_occupied
+from kilonerf.render.packed import packed_composite, packed_weights, segment_starts
+
+
+@dataclass
+class TeacherRender:
+    rgb: Tensor
+    """(N, 3) composited colour, background included."""
+    acc: Tensor
+    """(N,) accumulated opacity."""
+    alpha: Tensor
+    """(M,) opacity of every marched (occupied) sample, packed by ray."""
+    weights: Tensor
+    """(M,) their compositing weights."""
+    t: Tensor
+    """(M,) their distances."""
+    ray_id: Tensor
+    """(M,) their rays."""
+    start: Tensor
+    """(M,) index of the first sample of each sample's ray."""
+    step: float
+
+
+class GridTeacherRenderer:
+    """Renders ``field`` between the scene's ``near`` and ``far`` onto ``background``.
+
+    Args:
+        step_ratio: the march step in density cells.
+        color_weight_threshold: colour only on samples whose weight exceeds this (after the
+            coarse phase, see :meth:`color_threshold`).
+        eval_chunk_rays: rays rendered together by :meth:`render_rays`.
+        coarse: whether the field is still in its coarse phase (no resolution step applied).
+    """
+
+    def __init__(self, field: GridTeacherField, near: float, far: float, background: Tensor, step_ratio: float,
+                 color_weight_threshold: float, eval_chunk_rays: int, coarse: bool = True) -> None:  # fmt: skip
+        self.field, self.near, self.far, self.background = field, float(near), float(far), background
+        self.step_ratio, self.color_weight_threshold = step_ratio, color_weight_threshold
+        self.eval_chunk_rays, self.coarse = eval_chunk_rays, coarse
+
+    def march_step(self) -> float:
+        return self.step_ratio * self.field.voxel_size
+
+    def color_threshold(self) -> float:
+        """Weight above which a sample's colour is evaluated; 0 (every sample) in the coarse phase.
+
+        A skipped sample still occludes (its weight counts in the opacity) but adds no colour,
+        i.e. it renders black. At the start every sample is below ``color_weight_threshold``
+        (one step's opacity is ``alpha_init``), so with the threshold the photometric loss
+        could only grow density where the photo is darker than the background: harmless on
+        white, but with ``random_background`` it held back the bright parts of the object
+        (lego_100, 2000 steps: 30.0 -> 31.1 dB; white background unchanged). The coarse
+        colour is the diffuse grid alone, cheap enough to evaluate everywhere.
+        """
+        return 0.0 if self.coarse else self.color_weight_threshold
+
+    def render(self, origins: Tensor, dirs: Tensor, jitter: Tensor | None,
+               background: Tensor | None = None) -> TeacherRender:
+        """Differentiable render of rays (N, 3); ``jitter`` (N,) in [0, 1) or None (step centres);
+        ``background`` (3,) or per ray (N, 3), default the scene's."""
+        f = self.field
+        near, far, hit = ray_box_intersect(origins, dirs, f.bbox)
+        near = near.clamp_min(self.near)
+        far = torch.where(hit, far.clamp_max(self.far), near)
+        step = self.march_step()
+        s = march_occupied(origins, dirs, near, far, step, f.box_min, f.box_max, f.occupancy, jitter)
+        n = origins.shape[0]
+        sigma = f.activate(f.raw_density(s.points))
+        start = segment_starts(s.ray_id, n)
+        weights, alpha = packed_weights(sigma * step, s.ray_id, n, start)
+        # Colour only where it can matter: the feature gather and MLP dominate the cost per
+        # sample, and most marched samples are faint haze or hidden behind a surface.
+        keep = torch.nonzero(weights.detach() > self.color_threshold()).squeeze(1)
+        ray_k = s.ray_id.index_select(0, keep)
+        rgb = f.color(s.points.index_select(0, keep), dirs, ray_k)
+        bg = self.background if background is None else background
+        color, acc = packed_composite(weights.index_select(0, keep), rgb, ray_k, n, bg,
+                                      acc_weights=weights, acc_ray_id=s.ray_id)
+        return TeacherRender(color, acc, alpha, weights, s.t, s.ray_id, start, step)
+
+    @torch.no_grad()
+    def render_rays(self, origins: Tensor, dirs: Tensor) -> Tensor:
+        """Evaluation render (samples at step centres), chunked: rays (N, 3) -> rgb (N, 3)."""
+        k = self.eval_chunk_rays
+        out = [self.render(origins[i:i + k], dirs[i:i + k], None).rgb for i in range(0, origins.shape[0], k)]
+        return torch.cat(out) if out else origins.new_zeros(0, 3)
