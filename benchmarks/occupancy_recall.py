@@ -30,9 +30,7 @@ from kilonerf.data.procedural import FLOOR, ProceduralScene, write_procedural_sc
 from kilonerf.errors import RunError
 from kilonerf.io import atomic_write_json
 from kilonerf.occupancy.grid import OccupancyGrid
-from kilonerf.train.config import PipelineConfig
-from kilonerf.train.fast_teacher import FastTeacherConfig
-from kilonerf.train.nerf_teacher import NeRFTeacherConfig
+from kilonerf.train.config import FastTeacherConfig, NeRFTeacherConfig, PipelineConfig
 from kilonerf.run.pipeline import default_device, open_run, run_pipeline, stage_seconds
 from kilonerf.run.folder import RunDir
 

@@ -21,7 +21,8 @@ import torch
 from kilonerf.data.load import load_scene
 from kilonerf.data.rays import RayTable
 from kilonerf.io import atomic_torch_save, atomic_write_json
-from kilonerf.train.fast_teacher import FastTeacherConfig, FastTeacherTrainer
+from kilonerf.train.fast_teacher import FastTeacherTrainer
+from kilonerf.train.config import FastTeacherConfig
 
 DEFAULT_SCENE = Path(__file__).resolve().parents[2] / "shared" / "data" / "lego_100"
 

@@ -1,1 +1,1 @@
-"""Encodings, teacher radiance fields and the grid of tiny MLPs."""
+"""The fields: the teachers (fast grid, the paper's NeRF) and the grid of tiny MLPs."""

@@ -1,4 +1,5 @@
-"""Backends for grouped tiny-MLP evaluation behind one interface."""
+"""Positional encoding and the backends for grouped tiny-MLP evaluation behind one interface
+(each may also offer a fused march-evaluate-composite renderer)."""
 
 from __future__ import annotations
 

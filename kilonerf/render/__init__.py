@@ -1,1 +1,2 @@
-"""Volume rendering, occupancy grids, ray marching and the fast renderer."""
+"""Rendering: one compositing recurrence, packed samples, the dense reference, the fast
+renderer, and the renderers of the student and the teachers."""

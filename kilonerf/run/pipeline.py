@@ -18,9 +18,9 @@ from kilonerf.fields.multinet import MultiNetField
 from kilonerf.io import atomic_write_json, read_json, remove_stale_temps, safe_torch_load
 from kilonerf.names import STAGES
 from kilonerf.occupancy.grid import OccupancyGrid
-from kilonerf.train.config import PipelineConfig, resolve_config
-from kilonerf.train.distill import DistillConfig, DistillTrainer
-from kilonerf.train.finetune import FinetuneConfig, FinetuneTrainer
+from kilonerf.train.config import DistillConfig, FinetuneConfig, PipelineConfig, resolve_config
+from kilonerf.train.distill import DistillTrainer
+from kilonerf.train.finetune import FinetuneTrainer
 from kilonerf.train.loop import TrainingResult, run_training
 from kilonerf.train.occupancy import build_student_occupancy
 from kilonerf.run.folder import RunDir

@@ -19,7 +19,7 @@ empty voxels, so capacity and CPU time spent there are wasted.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -28,55 +28,13 @@ from torch import Tensor
 from kilonerf.data.scene import Scene
 from kilonerf.errors import KiloNerfError, RunError
 from kilonerf.fields.base import RadianceField
-from kilonerf.fields.multinet import DENSITY_ACTIVATIONS, MultiNetField
+from kilonerf.fields.multinet import MultiNetField
 from kilonerf.occupancy.grid import PAPER_REF_STEP, OccupancyGrid, reference_step
-from kilonerf.settings import Settings, pick_preset, setting
 from kilonerf.render.student import StudentRenderer
-
-
-@dataclass(frozen=True)
-class DistillConfig(Settings):
-    """Distillation hyperparameters; defaults are the paper's (the ``paper`` preset)."""
-
-    SECTION = "distill"
-
-    iterations: int = setting(150_000, ge=1)
-    points_per_net: int = setting(128, ge=1)
-    nets_per_step: int = setting(0, ge=0)
-    """Networks trained per step, round-robin over the trained ones; 0: all of them."""
-    lr: float = setting(1e-3, gt=0)
-    density_activation: str = setting("leaky_relu", choices=DENSITY_ACTIVATIONS)
-    """Student density activation while distilling (the original's LeakyReLU)."""
-    occupied_only: bool = setting(False)
-    """Skip networks with no occupied voxel; draw ``occupied_fraction`` of points in occupied voxels."""
-    occupied_fraction: float = setting(0.75, ge=0, le=1)
-    occupancy_dilation: int = setting(1, ge=0)
-    """Voxels the occupancy grid is dilated by for ``occupied_only`` (a margin around surfaces)."""
-    chunk_points: int = setting(1 << 16, ge=1)
-    """Points evaluated per forward/backward pass (bounds memory; gradients accumulate)."""
-    eval_points_per_net: int = setting(20_000, ge=1)
-    """Held-out points per network for :meth:`DistillTrainer.heldout_metrics`."""
-    render_samples: int = setting(384, ge=2)
-    render_chunk_rays: int = setting(1 << 14, ge=1)
-    seed: int = setting(0, ge=0)
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "DistillConfig":
-        """``paper`` (the published setting) or ``cpu`` (lego at 100 px on two cores)."""
-        return pick_preset(DISTILL_PRESETS, name, "distill", **overrides)
+from kilonerf.train.config.student import DistillConfig
 
 
 
-DISTILL_PRESETS: dict[str, DistillConfig] = {
-    "paper": DistillConfig(),
-    # lego_100 on this 2-core machine (fast grid teacher, 928 of 1920 networks trained):
-    # 600 steps at ~180 ms/step = 107 s; held-out per-network loss 0.077 -> 0.0008. 64 points
-    # and lr 5e-3 beat 128 points and lr 3e-3 (same steps, 2.5x the time) after fine-tuning.
-    "cpu": DistillConfig(
-        iterations=600, points_per_net=64, lr=5e-3, occupied_only=True, eval_points_per_net=256,
-        render_chunk_rays=1 << 13,
-    ),
-}
 
 
 class RowAdam:

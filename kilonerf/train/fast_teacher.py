@@ -12,7 +12,7 @@ coarse phase, see :meth:`kilonerf.render.grid_teacher.GridTeacherRenderer.color_
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -26,74 +26,9 @@ from kilonerf.fields.grid_teacher import GridTeacherField
 from kilonerf.metrics.psnr import mse_to_psnr_tensor
 from kilonerf.render.grid_teacher import GridTeacherRenderer, TeacherRender
 from kilonerf.runtime import reuse_freed_memory
-from kilonerf.settings import Domain, Settings, setting
+from kilonerf.train.config.teacher import FastTeacherConfig
 
 
-@dataclass(frozen=True)
-class FastTeacherConfig(Settings):
-    """Fast teacher hyperparameters. The defaults are the ones measured in docs/benchmarks.md
-    (lego at 100 px: 32.0 dB on the whole val split after 4.5 min on 2 CPU cores)."""
-
-    total_steps: int = setting(4000, ge=1)
-    rays_per_step: int = setting(4096, ge=1)
-    coarse_res: int = setting(48, ge=2)
-    """Density and feature nodes on the longest axis while the scene box is in use."""
-    res_schedule: tuple[tuple[int, int, int], ...] = setting(((200, 80, 80), (800, 128, 128)), kind="schedule",
-                                                             row=(Domain(int, ge=0), Domain(int, ge=2), Domain(int, ge=2)))
-    """(step, density nodes, feature nodes) on the longest axis; the first entry also shrinks
-    the box to the occupied region."""
-    feature_dim: int = setting(12, ge=1)
-    hidden: int = setting(32, ge=1)
-    dir_freqs: int = setting(4, ge=0)
-    """Positional-encoding frequencies of the view direction fed to the MLP."""
-    lr_grid: float = setting(0.1, gt=0)
-    lr_mlp: float = setting(1e-3, gt=0)
-    lr_final_factor: float = setting(0.1, gt=0, le=1)
-    """Learning rates decay exponentially to this fraction at ``total_steps``."""
-    step_ratio: float = setting(0.5, gt=0)
-    """Ray-march step in density cells."""
-    alpha_init: float = setting(1e-3, gt=0, lt=1)
-    """Initial opacity of one coarse march step: free space starts (almost) empty and only
-    grows density where the photos need it, so the occupancy grid has something to skip."""
-    coarse_rays: int = setting(2048, ge=1)
-    """Rays used per step before the box shrink (the first ones of the batch)."""
-    occupancy_every: int = setting(100, ge=1)
-    prune: bool = setting(True)
-    """At each occupancy refresh, set nodes below the threshold to empty, so that the field's
-    own density (what distillation sees) matches what training rendered."""
-    occupancy_alpha: float = setting(1e-3, gt=0, lt=1)
-    """A cell is empty when every corner's opacity over one march step is below this."""
-    color_weight_threshold: float = setting(1e-3, ge=0, lt=1)
-    """Colour (feature gather + MLP) only on samples whose weight exceeds this, after the
-    coarse phase; the others render black."""
-    bbox_alpha: float = setting(1e-2, gt=0, lt=1)
-    """Opacity over one coarse cell that counts as 'object' when shrinking the box."""
-    bbox_margin_cells: float = setting(2.5, ge=0)
-    sparsity_weight: float = setting(1e-3, ge=0)
-    opacity_entropy_weight: float = setting(1e-2, ge=0)
-    """Push each sample's opacity towards 0 or 1 (binary entropy): fewer semi-transparent
-    floaters that fit the training views but not the others."""
-    distortion_weight: float = setting(1e-2, ge=0)
-    """Mip-NeRF 360 distortion loss (world units) after the coarse phase: compact weights."""
-    tv_density: float = setting(0.0, ge=0)
-    tv_features: float = setting(0.0, ge=0)
-    """Total-variation weights (on the mean squared neighbour difference of each grid)."""
-    random_background: bool = setting(False)
-    """Train on photos re-composited onto a random colour per ray (where the scene has alpha),
-    the model's remaining transmittance showing that colour too: a transparent surface whose
-    colour matches the scene's background is then no longer free (instant-ngp does this for
-    synthetic scenes). Validation and rendering keep the scene's background."""
-    mask_weight: float = setting(1.0, ge=0)
-    """Weight of the squared error between each ray's opacity and the photo's alpha (where the
-    scene has alpha; 0 turns it off). Like ``random_background`` it keeps a surface whose colour
-    matches the background from staying transparent (the procedural scene's near-white platform
-    squares: occupancy recall 97.7% without it), and it also sharpens the silhouette (lego_100
-    teacher, 4000 steps: 32.07 dB without, 32.35 at 0.1, 32.51 at 1; docs/benchmarks.md)."""
-    eval_chunk_rays: int = setting(8192, ge=1)
-    retain_freed_memory: bool = setting(True)
-    """Call :func:`kilonerf.runtime.reuse_freed_memory` when the trainer is built
-    (process-wide, glibc only; without it page faults cost ~20% of a step)."""
-    seed: int = setting(0, ge=0)
 
 
 

@@ -19,7 +19,7 @@ voxels): distill ``cpu`` 107 s (student 28.99 dB), then this preset 132 s at ~16
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -32,43 +32,10 @@ from kilonerf.metrics.psnr import mse_to_psnr_tensor
 from kilonerf.render.dense import render_dense
 from kilonerf.render.student import StudentRenderer
 from kilonerf.occupancy.grid import OccupancyGrid
-from kilonerf.settings import Settings, pick_preset, setting
-
-
-@dataclass(frozen=True)
-class FinetuneConfig(Settings):
-    """Fine-tuning hyperparameters; defaults are the paper's (the ``paper`` preset)."""
-
-    SECTION = "finetune"
-
-    iterations: int = setting(1_000_000, ge=1)
-    rays_per_step: int = setting(8192, ge=1)
-    num_samples: int = setting(384, ge=1)
-    """Stratified training samples per ray between box entry and exit."""
-    lr: float = setting(1e-3, gt=0)
-    lr_decay_rate: float = setting(0.1, gt=0, le=1)
-    lr_decay_steps: int = setting(500_000, ge=1)
-    l2_weight: float = setting(1e-6, ge=0)
-    render_samples: int = setting(384, ge=2)
-    """Samples per ray (near to far, uniform) for validation renders."""
-    render_chunk_rays: int = setting(1 << 14, ge=1)
-    seed: int = setting(0, ge=0)
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "FinetuneConfig":
-        """``paper`` (the published setting) or ``cpu`` (lego at 100 px on two cores)."""
-        return pick_preset(FINETUNE_PRESETS, name, "finetune", **overrides)
+from kilonerf.train.config.student import FinetuneConfig
 
 
 
-FINETUNE_PRESETS: dict[str, FinetuneConfig] = {
-    "paper": FinetuneConfig(),
-    "cpu": FinetuneConfig(
-        # 1600 steps: with the mask-loss teacher (32.5 dB on lego_100) 800 left the student
-        # 0.55 dB behind it, 1600 leave 0.06 (docs/benchmarks.md).
-        iterations=1600, rays_per_step=1024, num_samples=192, lr_decay_steps=1600, render_chunk_rays=1 << 13,
-    ),
-}
 
 
 def view_dependent_l2(student: MultiNetField) -> Tensor:

@@ -28,7 +28,7 @@ from kilonerf.data.rays import RayTable
 from kilonerf.errors import KiloNerfError, RunError
 from kilonerf.io import atomic_torch_save, safe_torch_load
 from kilonerf.metrics.psnr import mse_to_psnr
-from kilonerf.settings import Settings, setting
+from kilonerf.train.config.loop import LoopConfig
 from kilonerf.train.trainable import Trainable
 
 CKPT_FORMAT = "kilonerf-loop-1"
@@ -41,27 +41,7 @@ class TrainingDiverged(KiloNerfError):
     """The loss became NaN or infinite; the last good checkpoint on disk is left untouched."""
 
 
-@dataclass(frozen=True)
-class LoopConfig(Settings):
-    SECTION = "loop"
 
-    max_steps: int = setting(kind=int, ge=1)
-    """Stop once this many optimisation steps are done (counting resumed ones)."""
-    max_seconds: float | None = setting(None, kind=float, gt=0, optional=True)
-    """Wall-clock budget for the stage (validation and checkpoints included, resumes summed)."""
-    val_every: int = setting(0, ge=0)
-    """Validate every this many steps (0: only at the end)."""
-    val_views: int = setting(0, ge=0)
-    """Validation images rendered each time, spread evenly over the split; 0: no validation."""
-    ckpt_every: int = setting(1000, ge=1)
-    log_every: int = setting(100, ge=1)
-    """Steps between history records; the loss is read back (a device sync) only then."""
-    seed: int = setting(0, ge=0)
-    precrop_steps: int = setting(0, ge=0)
-    """During the first steps draw rays only from each image's central crop (NeRF's precrop)."""
-    precrop_frac: float = setting(0.5, gt=0, le=1)
-    progress: bool = setting(True)
-    """Show a tqdm bar on stderr."""
 
 
 @dataclass

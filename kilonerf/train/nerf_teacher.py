@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -15,65 +15,9 @@ from kilonerf.fields.nerf import NeRFField
 from kilonerf.metrics.psnr import mse_to_psnr_tensor
 from kilonerf.render.dense import BoxRenderer, render_dense
 from kilonerf.render.volume import RenderOutput
-from kilonerf.settings import Settings, pick_preset, setting
-from kilonerf.train.loop import LoopConfig
+from kilonerf.train.config.teacher import NeRFTeacherConfig
 
 
-@dataclass(frozen=True)
-class NeRFTeacherConfig(Settings):
-    """Hyperparameters of the teacher; defaults are the paper's (the ``paper`` preset)."""
-
-    SECTION = "teacher_params"
-
-    num_samples: int = setting(384, ge=2)
-    """Stratified samples per ray between the box entry and exit (no coarse/fine)."""
-    rays_per_step: int = setting(1024, ge=1)
-    lr: float = setting(5e-4, gt=0)
-    lr_decay_rate: float = setting(0.1, gt=0, le=1)
-    lr_decay_steps: int = setting(500_000, ge=1)
-    """lr(step) = lr * lr_decay_rate ** (step / lr_decay_steps)."""
-    iterations: int = setting(600_000, ge=1)
-    precrop_steps: int = setting(10_000, ge=0)
-    """For the first steps rays come only from the central crop of each image (Synthetic)."""
-    precrop_frac: float = setting(0.5, gt=0, le=1)
-    num_freqs_pos: int = setting(10, ge=0)
-    num_freqs_dir: int = setting(4, ge=0)
-    width: int = setting(256, ge=1)
-    depth: int = setting(8, ge=6)
-    """Trunk layers; the skip connection re-enters the position at layer 4 (as NeRF), so at least 6."""
-    dir_width: int = setting(128, ge=1)
-    init_density_scale: float = setting(1.0)
-    """Initial density bias times the scene-box diagonal (see :class:`NeRFField`)."""
-    eval_chunk_points: int = setting(1 << 20, ge=1)
-    """Samples evaluated at once by :meth:`NeRFTeacherTrainer.render_rays`."""
-    seed: int = setting(0, ge=0)
-    """Seeds the weight initialisation and the stratified jitter."""
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "NeRFTeacherConfig":
-        """``paper`` (the published setting) or ``cpu`` (tiny, only to exercise the code)."""
-        return pick_preset(TEACHER_PRESETS, name, "teacher", **overrides)
-
-    def loop_config(self, **overrides: Any) -> LoopConfig:
-        """A :class:`LoopConfig` for this teacher: ``iterations`` steps, the paper's centre crop."""
-        base = LoopConfig(max_steps=self.iterations, precrop_steps=self.precrop_steps, precrop_frac=self.precrop_frac)
-        return replace(base, **overrides)
-
-
-TEACHER_PRESETS: dict[str, NeRFTeacherConfig] = {
-    "paper": NeRFTeacherConfig(),
-    # Runs in minutes on a couple of CPU cores; the picture will be blurry.
-    "cpu": NeRFTeacherConfig(
-        num_samples=64,
-        rays_per_step=256,
-        iterations=300,
-        lr_decay_steps=3_000,
-        precrop_steps=50,
-        width=128,
-        dir_width=64,
-        eval_chunk_points=1 << 16,
-    ),
-}
 
 
 

@@ -15,9 +15,10 @@ from kilonerf.io import safe_torch_load
 from kilonerf.names import TEACHERS
 from kilonerf.render.dense import BoxRenderer
 from kilonerf.render.grid_teacher import GridTeacherRenderer
-from kilonerf.train.fast_teacher import FastTeacherConfig, FastTeacherTrainer
-from kilonerf.train.loop import LoopConfig, TrainingResult, run_training
-from kilonerf.train.nerf_teacher import NeRFTeacherConfig, NeRFTeacherTrainer, nerf_field
+from kilonerf.train.fast_teacher import FastTeacherTrainer
+from kilonerf.train.config import FastTeacherConfig, LoopConfig, NeRFTeacherConfig
+from kilonerf.train.loop import TrainingResult, run_training
+from kilonerf.train.nerf_teacher import NeRFTeacherTrainer, nerf_field
 
 Teacher = FastTeacherTrainer | NeRFTeacherTrainer
 

@@ -12,7 +12,8 @@ from kilonerf.data.load import load_scene
 from kilonerf.io import atomic_torch_save, safe_torch_load
 from kilonerf.run.folder import RunDir
 from kilonerf.run.models import run_teacher
-from kilonerf.train.nerf_teacher import NeRFTeacherConfig, NeRFTeacherTrainer
+from kilonerf.train.nerf_teacher import NeRFTeacherTrainer
+from kilonerf.train.config import NeRFTeacherConfig
 from kilonerf.train.teacher import load_teacher, make_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -15,8 +15,9 @@ from tests.helpers.fields import SphereField, ball_occupancy, corner_occupancy
 from kilonerf.errors import KiloNerfError
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.settings import SettingError
-from kilonerf.train.distill import DistillConfig, DistillTrainer, RowAdam
-from kilonerf.train.loop import LoopConfig, run_training
+from kilonerf.train.distill import DistillTrainer, RowAdam
+from kilonerf.train.config import DistillConfig, LoopConfig
+from kilonerf.train.loop import run_training
 
 BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 
@@ -135,7 +136,7 @@ sys.path.insert(0, sys.argv[1])
 torch.set_num_threads(1)
 from tests.helpers.fields import SphereField
 from kilonerf.fields.multinet import MultiNetField
-from kilonerf.train.distill import DistillConfig, DistillTrainer
+from kilonerf.train.distill import DistillTrainer
 box = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 student = MultiNetField(box, res=(16, 16, 16))
 t = DistillTrainer(SphereField(), student, None, DistillConfig(points_per_net=16, chunk_points=1 << 14))

@@ -22,7 +22,8 @@ from kilonerf.render.packed import packed_composite, packed_distortion, packed_w
 from kilonerf.fields.grid_sampling import corner_weights, gather_lerp, resample_grid, to_lattice
 from kilonerf.fields.grid_teacher import GridTeacherField
 from kilonerf.render.volume import composite
-from kilonerf.train.fast_teacher import FastTeacherConfig, FastTeacherTrainer
+from kilonerf.train.fast_teacher import FastTeacherTrainer
+from kilonerf.train.config import FastTeacherConfig
 
 
 # Tiny tensors: see the one_thread fixture in conftest.py.

@@ -18,9 +18,10 @@ from kilonerf.kernels.base import GroupedBackend, MultiNetParams
 from kilonerf.render.dense import render_dense
 from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.settings import SettingError
-from kilonerf.train.distill import DistillConfig, DistillTrainer
-from kilonerf.train.finetune import FinetuneConfig, FinetuneTrainer, view_dependent_l2
-from kilonerf.train.loop import LoopConfig, run_training
+from kilonerf.train.distill import DistillTrainer
+from kilonerf.train.config import DistillConfig, FinetuneConfig, LoopConfig
+from kilonerf.train.finetune import FinetuneTrainer, view_dependent_l2
+from kilonerf.train.loop import run_training
 
 COLOUR = (0.1, 0.2, 0.9)
 BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])

@@ -20,7 +20,8 @@ from kilonerf.train.loop import (
     eta_seconds,
     run_training,
 )
-from kilonerf.train.nerf_teacher import NeRFTeacherConfig, NeRFTeacherTrainer
+from kilonerf.train.nerf_teacher import NeRFTeacherTrainer
+from kilonerf.train.config import NeRFTeacherConfig
 from tests.helpers.toy_scenes import sphere_scene
 
 

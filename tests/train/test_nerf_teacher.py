@@ -12,8 +12,9 @@ from kilonerf.data.rays import RayTable
 from kilonerf.errors import KiloNerfError, RunError
 from kilonerf.fields.nerf import NeRFField
 from kilonerf.io import atomic_torch_save
-from kilonerf.train.loop import LoopConfig, run_training
-from kilonerf.train.nerf_teacher import NeRFTeacherConfig, NeRFTeacherTrainer
+from kilonerf.train.loop import run_training
+from kilonerf.train.config import LoopConfig, NeRFTeacherConfig
+from kilonerf.train.nerf_teacher import NeRFTeacherTrainer
 from tests.helpers.toy_scenes import sphere_scene
 
 # Tiny tensors: see the one_thread fixture in conftest.py.

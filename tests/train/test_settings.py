@@ -13,15 +13,9 @@ import pytest
 
 from kilonerf.cli import main
 from kilonerf.settings import Domain, SettingError, Settings, domain_of
-from kilonerf.train.config import (
-    PRESETS,
-    SECTIONS,
-    TEACHERS,
-    resolve_config,
-    teacher_config_class,
-)
-from kilonerf.train.nerf_teacher import NeRFTeacherConfig
+from kilonerf.names import PRESETS, TEACHERS
 from kilonerf.run.pipeline import new_config
+from kilonerf.train.config import SECTIONS, NeRFTeacherConfig, resolve_config, teacher_config_class
 
 CONFIGS: list[tuple[str, type[Settings]]] = [*SECTIONS.items(), ("teacher_params", NeRFTeacherConfig)]
 

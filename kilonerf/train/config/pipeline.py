@@ -10,54 +10,10 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from kilonerf.names import PRESETS, TEACHERS
-from kilonerf.settings import SettingError, Settings, setting
-from kilonerf.train.distill import DistillConfig
-from kilonerf.train.fast_teacher import FastTeacherConfig
-from kilonerf.train.finetune import FinetuneConfig
-from kilonerf.train.loop import LoopConfig
-from kilonerf.train.nerf_teacher import NeRFTeacherConfig
-
-STUDENT_BACKENDS = ("torch_ref",)
-"""Backends a student trains with (the compiled ``cpu`` one is forward-only: rendering picks it)."""
-
-
-@dataclass(frozen=True)
-class OccupancyConfig(Settings):
-    """How the occupancy grid is built from the teacher (paper: 16 x network grid, 3^3 samples
-    per voxel including corners, sigma > 10 at the Synthetic reference step)."""
-
-    SECTION = "occupancy"
-
-    resolution_factor: int = setting(16, ge=1)
-    sigma_threshold: float = setting(10.0, ge=0)
-    """Raw density threshold at the paper's reference step 0.0211 on Synthetic scenes; other
-    scene scales use the same opacity over their own reference step (see occupancy/grid.py)."""
-    samples_per_axis: int = setting(3, ge=1)
-    dilation: int = setting(0, ge=0)
-    """Grow the occupied region by this many voxels (safety margin for thin structure)."""
-    tight_box: bool = setting(False)
-    """Shrink the student's box to the teacher's occupied region (plus ``box_margin``) before
-    building the network grid: the cells then cover the object instead of empty space. The
-    paper used the dataset's box as given."""
-    box_margin: float = setting(0.03, ge=0)
-    """Margin around the occupied region, as a fraction of the scene box's longest side."""
-    coarse_resolution: int = setting(128, ge=2)
-    """Voxels on the longest axis of the first, coarse occupancy pass used to find the box."""
-    keep_unseen: bool = setting(False)
-    """Also mark the voxels no training camera sees: those behind the teacher's surfaces (where
-    its transmittance has dropped below 1/2) from every training view, such as object
-    interiors and undersides. The photos carry no evidence that they are empty. Costs one
-    depth render of every training image. The paper kept only the density threshold."""
-
-
-@dataclass(frozen=True)
-class StudentConfig(Settings):
-    SECTION = "student"
-
-    max_res: int = setting(16, ge=1)
-    hidden: int = setting(32, ge=1)
-    shared_init: bool = setting(True)
-    backend: str = setting("torch_ref", choices=STUDENT_BACKENDS)
+from kilonerf.settings import SettingError, Settings
+from kilonerf.train.config.loop import LoopConfig
+from kilonerf.train.config.student import DistillConfig, FinetuneConfig, OccupancyConfig, StudentConfig
+from kilonerf.train.config.teacher import FastTeacherConfig, NeRFTeacherConfig
 
 
 @dataclass
