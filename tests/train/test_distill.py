@@ -136,6 +136,7 @@ sys.path.insert(0, sys.argv[1])
 torch.set_num_threads(1)
 from tests.helpers.fields import SphereField
 from kilonerf.fields.multinet import MultiNetField
+from kilonerf.train.config import DistillConfig
 from kilonerf.train.distill import DistillTrainer
 box = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 student = MultiNetField(box, res=(16, 16, 16))
