@@ -163,121 +163,146 @@ def run_training(
         TrainingDiverged: the loss became non-finite; the checkpoint on disk is the last good one.
         RunError: ``ckpt_path`` exists but belongs to another stage or cannot be loaded.
     """
-    ckpt_path = Path(ckpt_path)
-    n_rays = int(trainable.rays_per_step)
-    if n_rays > 0 and train_rays is None:
-        raise KiloNerfError(f"{stage}: the model trains on {n_rays} rays per step but no training rays were given")
-    device = train_rays.device if train_rays is not None else torch.device(getattr(trainable, "device", "cpu"))
-    gen = torch.Generator(device=device)
-    gen.manual_seed(config.seed)
-    step, elapsed0, wall0, history, resumed_from = 0, 0.0, 0.0, [], None
-    if ckpt_path.exists():
-        step, elapsed0, wall0, history = _restore(ckpt_path, trainable, gen, stage)
-        resumed_from = step
-    else:
-        torch.manual_seed(config.seed)  # global RNG (also CUDA) for trainables that use it
-    saved_step = step if resumed_from is not None else None
-    start_step = step
-    views: list[int] = []
-    if val_rays is not None and config.val_views > 0 and val_rays.num_images > 0:
-        views = sorted({int(v) for v in np.linspace(0, val_rays.num_images - 1, config.val_views).round()})
-    crop = None
-    if n_rays > 0 and step < config.precrop_steps:
-        crop = crop_pixel_ids(train_rays, config.precrop_frac)  # type: ignore[arg-type]
-    empty = torch.zeros(0, 3, device=device)
-    pending: list[dict[str, Any]] = []
-    t_start = clock()
-    overhead = 0.0  # seconds this session spent validating and checkpointing
+    return TrainingLoop(trainable, train_rays, val_rays, config, Path(ckpt_path), stage, log, clock).run()
 
-    def clocks() -> tuple[float, float]:
-        now = clock() - t_start
-        return elapsed0 + now - overhead, wall0 + now
 
-    def record_at(s: int) -> Record:
-        if not history or history[-1]["step"] != s:
-            elapsed, wall = clocks()
-            history.append({"step": s, "elapsed": elapsed, "wall": wall})
-        return history[-1]
+class TrainingLoop:
+    """One stage's training, step by step: :meth:`run` draws a batch (:meth:`batch`), takes a
+    step, and every so often reads the metrics back (:meth:`flush`), validates
+    (:meth:`validate`), reports (:meth:`emit`) and checkpoints (:meth:`save`)."""
 
-    def flush() -> Record | None:
+    def __init__(self, trainable: Trainable, train_rays: RayTable | None, val_rays: RayTable | None,
+                 config: LoopConfig, ckpt_path: Path, stage: str, log: Callable[[dict[str, Any]], None] | None,
+                 clock: Callable[[], float]) -> None:  # fmt: skip
+        self.trainable, self.train_rays, self.val_rays, self.config = trainable, train_rays, val_rays, config
+        self.ckpt_path, self.stage, self.log, self.clock = ckpt_path, stage, log, clock
+        self.n_rays = int(trainable.rays_per_step)
+        if self.n_rays > 0 and train_rays is None:
+            raise KiloNerfError(
+                f"{stage}: the model trains on {self.n_rays} rays per step but no training rays were given")
+        self.device = train_rays.device if train_rays is not None else torch.device(getattr(trainable, "device", "cpu"))
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(config.seed)
+        self.step, self.elapsed0, self.wall0 = 0, 0.0, 0.0
+        self.history: list[Record] = []
+        self.resumed_from: int | None = None
+        if ckpt_path.exists():
+            self.step, self.elapsed0, self.wall0, self.history = _restore(ckpt_path, trainable, self.gen, stage)
+            self.resumed_from = self.step
+        else:
+            torch.manual_seed(config.seed)  # global RNG (also CUDA) for trainables that use it
+        self.saved_step = self.step if self.resumed_from is not None else None
+        self.start_step = self.step
+        self.views: list[int] = []
+        if val_rays is not None and config.val_views > 0 and val_rays.num_images > 0:
+            self.views = sorted({int(v) for v in np.linspace(0, val_rays.num_images - 1, config.val_views).round()})
+        self.crop = None
+        if self.n_rays > 0 and self.step < config.precrop_steps:
+            self.crop = crop_pixel_ids(train_rays, config.precrop_frac)  # type: ignore[arg-type]
+        self.empty = torch.zeros(0, 3, device=self.device)
+        self.pending: list[dict[str, Any]] = []
+        self.t_start = clock()
+        self.overhead = 0.0
+        """Seconds this session spent validating and checkpointing."""
+
+    def clocks(self) -> tuple[float, float]:
+        """Training seconds (validation and checkpoints excluded) and wall seconds, resumes summed."""
+        now = self.clock() - self.t_start
+        return self.elapsed0 + now - self.overhead, self.wall0 + now
+
+    def record_at(self, s: int) -> Record:
+        if not self.history or self.history[-1]["step"] != s:
+            elapsed, wall = self.clocks()
+            self.history.append({"step": s, "elapsed": elapsed, "wall": wall})
+        return self.history[-1]
+
+    def batch(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The next step's rays: empty, from the central crop (precrop) or from every pixel."""
+        c = self.config
+        if self.n_rays == 0 or self.train_rays is None:
+            return self.empty, self.empty, self.empty
+        if self.crop is not None and self.step < c.precrop_steps:
+            pick = torch.randint(0, self.crop.numel(), (self.n_rays,), device=self.device, generator=self.gen)
+            return self.train_rays.rays(self.crop[pick])
+        return self.train_rays.sample(self.n_rays, generator=self.gen)
+
+    def flush(self) -> Record | None:
         """Read back pending metrics: divergence check and a history record."""
-        if not pending:
+        if not self.pending:
             return None
-        first = step - len(pending)
-        stats = _summarise(pending, device)
-        pending.clear()
+        first = self.step - len(self.pending)
+        stats = _summarise(self.pending, self.device)
+        self.pending.clear()
         loss = stats["loss"]
         bad = ~torch.isfinite(loss)
         if bool(bad.any()):
             k = int(torch.nonzero(bad)[0, 0])
-            where = f"{ckpt_path} (step {saved_step}) kept" if saved_step is not None else "no checkpoint written yet"
-            msg = f"{stage}: loss is {float(loss[k])} at step {first + k}; last good checkpoint: {where}"
-            raise TrainingDiverged(msg)
-        rec = record_at(step)
+            saved = self.saved_step
+            where = f"{self.ckpt_path} (step {saved}) kept" if saved is not None else "no checkpoint written yet"
+            raise TrainingDiverged(
+                f"{self.stage}: loss is {float(loss[k])} at step {first + k}; last good checkpoint: {where}")
+        rec = self.record_at(self.step)
         rec.update({k: float(v.mean()) for k, v in stats.items()})
         return rec
 
-    def validate() -> None:
-        nonlocal overhead
-        t0 = clock()
-        record_at(step)["val_psnr"] = validation_psnr(trainable, val_rays, views)  # type: ignore[arg-type]
-        overhead += clock() - t0
+    def validate(self) -> None:
+        t0 = self.clock()
+        psnr = validation_psnr(self.trainable, self.val_rays, self.views)  # type: ignore[arg-type]
+        self.record_at(self.step)["val_psnr"] = psnr
+        self.overhead += self.clock() - t0
 
-    def save() -> None:
-        nonlocal overhead, saved_step
-        t0 = clock()
-        elapsed, wall = clocks()
-        _save(ckpt_path, trainable, gen, stage, step, elapsed, wall, history, config)
-        saved_step = step
-        overhead += clock() - t0
+    def save(self) -> None:
+        t0 = self.clock()
+        elapsed, wall = self.clocks()
+        _save(self.ckpt_path, self.trainable, self.gen, self.stage, self.step, elapsed, wall, self.history, self.config)
+        self.saved_step = self.step
+        self.overhead += self.clock() - t0
 
-    def emit(bar: tqdm) -> None:
-        rec = history[-1]
-        if log is not None:
-            log({"stage": stage, **rec})
-        elapsed, wall = clocks()
-        done = step - start_step
-        per_step = (elapsed - elapsed0) / done if done else math.inf
-        eta = eta_seconds(config.max_steps - step, per_step, wall, config.max_seconds)
+    def emit(self, bar: tqdm) -> None:
+        """The latest record to ``log`` and the progress bar (with the ETA)."""
+        rec = self.history[-1]
+        if self.log is not None:
+            self.log({"stage": self.stage, **rec})
+        elapsed, wall = self.clocks()
+        done = self.step - self.start_step
+        per_step = (elapsed - self.elapsed0) / done if done else math.inf
+        eta = eta_seconds(self.config.max_steps - self.step, per_step, wall, self.config.max_seconds)
         text = f"loss={rec.get('loss', math.nan):.4g} psnr={rec.get('psnr', math.nan):.2f}"
         if "val_psnr" in rec:
             text += f" val={rec['val_psnr']:.2f}"
         bar.set_postfix_str(f"{text} eta={_fmt_eta(eta)}", refresh=False)
 
-    stopped = "max_steps"
-    fmt = "{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed} {rate_fmt} {postfix}"
-    with tqdm(total=config.max_steps, initial=step, desc=stage, bar_format=fmt, unit="it",
-              disable=not config.progress, dynamic_ncols=True) as bar:  # fmt: skip
-        while step < config.max_steps:
-            if config.max_seconds is not None and clocks()[1] >= config.max_seconds:
-                stopped = "max_seconds"
-                break
-            if n_rays == 0 or train_rays is None:
-                origins = dirs = rgb = empty
-            elif crop is not None and step < config.precrop_steps:
-                pick = torch.randint(0, crop.numel(), (n_rays,), device=device, generator=gen)
-                origins, dirs, rgb = train_rays.rays(crop[pick])
-            else:
-                origins, dirs, rgb = train_rays.sample(n_rays, generator=gen)
-            pending.append(trainable.train_step(step, origins, dirs, rgb))
-            step += 1
-            bar.update(1)
-            do_val = bool(views) and config.val_every > 0 and step % config.val_every == 0
-            if step % config.log_every == 0 or step % config.ckpt_every == 0 or do_val:
-                flush()
-                if do_val:
-                    validate()
-                emit(bar)
-            if step % config.ckpt_every == 0:
-                save()
-        changed = flush() is not None
-        measured = bool(history) and history[-1]["step"] == step and "val_psnr" in history[-1]
-        if views and step > start_step and not measured:
-            validate()  # always end a stage with a validation score
-            changed = True
-        if changed:
-            emit(bar)
-    if saved_step != step:
-        save()
-    elapsed, wall = clocks()
-    return TrainingResult(stage, step, elapsed, wall, stopped, list(history), resumed_from)
+    def run(self) -> TrainingResult:
+        c = self.config
+        stopped = "max_steps"
+        fmt = "{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed} {rate_fmt} {postfix}"
+        with tqdm(total=c.max_steps, initial=self.step, desc=self.stage, bar_format=fmt, unit="it",
+                  disable=not c.progress, dynamic_ncols=True) as bar:  # fmt: skip
+            while self.step < c.max_steps:
+                if c.max_seconds is not None and self.clocks()[1] >= c.max_seconds:
+                    stopped = "max_seconds"
+                    break
+                origins, dirs, rgb = self.batch()
+                self.pending.append(self.trainable.train_step(self.step, origins, dirs, rgb))
+                self.step += 1
+                bar.update(1)
+                step = self.step
+                do_val = bool(self.views) and c.val_every > 0 and step % c.val_every == 0
+                if step % c.log_every == 0 or step % c.ckpt_every == 0 or do_val:
+                    self.flush()
+                    if do_val:
+                        self.validate()
+                    self.emit(bar)
+                if step % c.ckpt_every == 0:
+                    self.save()
+            changed = self.flush() is not None
+            measured = bool(self.history) and self.history[-1]["step"] == self.step and "val_psnr" in self.history[-1]
+            if self.views and self.step > self.start_step and not measured:
+                self.validate()  # always end a stage with a validation score
+                changed = True
+            if changed:
+                self.emit(bar)
+        if self.saved_step != self.step:
+            self.save()
+        elapsed, wall = self.clocks()
+        return TrainingResult(self.stage, self.step, elapsed, wall, stopped, list(self.history), self.resumed_from)
