@@ -27,25 +27,31 @@ def tensors(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
     return {}
 
 
+def compare_runs(a: Path, b: Path) -> dict[str, bool | None]:
+    """File name -> whether both runs hold it bit for bit (None: not in both)."""
+    out: dict[str, bool | None] = {}
+    for name in ("teacher/checkpoint.pt", "student_distilled.pt", "student.pt"):
+        if not ((a / name).is_file() and (b / name).is_file()):
+            out[name] = None
+            continue
+        x, y = safe_torch_load(a / name), safe_torch_load(b / name)
+        if name.startswith("teacher"):
+            x, y = x["trainable"]["model"], y["trainable"]["model"]
+        tx, ty = tensors(x), tensors(y)
+        out[name] = tx.keys() == ty.keys() and all(torch.equal(tx[k], ty[k]) for k in tx)
+    if (a / "occupancy.npz").is_file() and (b / "occupancy.npz").is_file():
+        oa, ob = np.load(a / "occupancy.npz"), np.load(b / "occupancy.npz")
+        out["occupancy.npz"] = all(np.array_equal(oa[k], ob[k]) for k in ("bbox", "res", "bits"))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("a", type=Path)
     ap.add_argument("b", type=Path)
     args = ap.parse_args()
-    for name in ("teacher/checkpoint.pt", "student_distilled.pt", "student.pt"):
-        if not ((args.a / name).is_file() and (args.b / name).is_file()):
-            print(f"{name}: not in both runs")
-            continue
-        x, y = safe_torch_load(args.a / name), safe_torch_load(args.b / name)
-        if name.startswith("teacher"):
-            x, y = x["trainable"]["model"], y["trainable"]["model"]
-        tx, ty = tensors(x), tensors(y)
-        same = tx.keys() == ty.keys() and all(torch.equal(tx[k], ty[k]) for k in tx)
-        print(f"{name}: {'bit-identical' if same else 'DIFFERENT'} ({len(tx)} tensors)")
-    if (args.a / "occupancy.npz").is_file() and (args.b / "occupancy.npz").is_file():
-        oa, ob = np.load(args.a / "occupancy.npz"), np.load(args.b / "occupancy.npz")
-        same = all(np.array_equal(oa[k], ob[k]) for k in ("bbox", "res", "bits"))
-        print(f"occupancy.npz: {'bit-identical' if same else 'DIFFERENT'}")
+    for name, same in compare_runs(args.a, args.b).items():
+        print(f"{name}: {'not in both runs' if same is None else 'bit-identical' if same else 'DIFFERENT'}")
 
 
 if __name__ == "__main__":

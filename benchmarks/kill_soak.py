@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from compare_runs import compare_runs  # benchmarks/ is on the path when this script runs
 
 from kilonerf.data.load import load_scene
 from kilonerf.evaluation import evaluate_split
@@ -162,20 +163,6 @@ def student_psnr(run: RunDir, data: str, split: str) -> float:
     return float(evaluate_split(render, scene, split, None, "cpu", progress=False)["psnr"])
 
 
-def same_student(a: RunDir, b: RunDir) -> bool:
-    sa, sb = safe_torch_load(a.student_path), safe_torch_load(b.student_path)
-
-    def tensors(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
-        if isinstance(obj, torch.Tensor):
-            return {prefix: obj}
-        if isinstance(obj, dict):
-            return {k2: v2 for k, v in obj.items() for k2, v2 in tensors(v, f"{prefix}/{k}").items()}
-        return {}
-
-    ta, tb = tensors(sa), tensors(sb)
-    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
@@ -278,7 +265,7 @@ def main() -> None:
         "kill_records": kills,
     }  # fmt: skip
     if finished:
-        result["student_bit_identical"] = same_student(run, ref)
+        result["student_bit_identical"] = bool(compare_runs(run.root, ref.root)["student.pt"])
         result["psnr_soak"] = student_psnr(run, args.data, args.split)
         result["psnr_reference"] = student_psnr(ref, args.data, args.split)
         result["psnr_delta_db"] = result["psnr_soak"] - result["psnr_reference"]
