@@ -1,5 +1,5 @@
 """Take docs/viewer.png: the viewer of a run in headless Chromium, with the machinery of
-tests/test_viewer_server.py.
+tests/tools/test_viewer_server.py.
 
     python docs/viewer_screenshot.py runs/lego100 [--out docs/viewer.png] [--box] [--grid] [--height H]
 """
