@@ -13,6 +13,10 @@ from torch import Tensor
 
 @dataclass
 class PackedSamples:
+    """The one flat representation of samples along rays: ray-major, ascending along each ray.
+    Samplers make it (:func:`march_occupied`, the fast renderer's candidate search); the packed
+    compositing of ``kilonerf/render/packed.py`` consumes its arrays."""
+
     ray_id: Tensor
     """(M,) int64 ray of each sample, non-decreasing."""
     t: Tensor
@@ -20,6 +24,8 @@ class PackedSamples:
     points: Tensor
     """(M, 3) world positions."""
     num_rays: int
+    counts: Tensor | None = None
+    """(num_rays,) samples per ray, where the sampler counted them."""
 
 
 def march_occupied(origins: Tensor, dirs: Tensor, near: Tensor, far: Tensor, step: float,

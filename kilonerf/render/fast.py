@@ -38,6 +38,7 @@ from kilonerf.fields.multinet import MultiNetField, activate_density
 from kilonerf.kernels import GroupedBackend, get_backend
 from kilonerf.kernels.fused import FusedGrid, FusedOccupancy, FusedRays, FusedRenderer, FusedResult
 from kilonerf.occupancy.grid import OccupancyGrid
+from kilonerf.occupancy.sampling import PackedSamples
 from kilonerf.render.volume import composite_block
 
 COARSE_FACTOR = 8
@@ -117,12 +118,15 @@ def render_fast(
     region = _region(field, occupancy if use_occupancy else None)
     be = get_backend(backend or field.backend)
     # The backend's fused march-evaluate-composite loop where it has one (asked, not assumed).
-    fused = be.fused_renderer(field.params(), origins.device) if region is not None and n > 0 and dtype == torch.float32 else None
+    fused = None
+    if region is not None and n > 0 and dtype == torch.float32:
+        fused = be.fused_renderer(field.params(), origins.device)
     if fused is not None:
         step = (far_t - near_t) / max(num_samples - 1, 1)
         k_lo, count = _sample_range(region, origins, dirs, near_t, step, num_samples)  # type: ignore[arg-type]
-        res = render_fused(fused, field, occupancy if use_occupancy else None, FusedRays(origins, dirs, near_t, step, k_lo, count),
-                           ert_threshold, samples_per_pass, count_candidates, density_activation)  # fmt: skip
+        rays = FusedRays(origins, dirs, near_t, step, k_lo, count)
+        res = render_fused(fused, field, occupancy if use_occupancy else None, rays, ert_threshold, samples_per_pass,
+                           count_candidates, density_activation)  # fmt: skip
         rgb = res.rgb if background is None else res.rgb + (1.0 - res.acc[:, None]) * background.to(res.rgb)
         return FastRenderOutput(rgb=rgb, depth=res.depth, acc=res.acc, samples_evaluated=res.evaluated,
                                 samples_candidate=res.candidates, passes=res.passes, profile=res.seconds)  # fmt: skip
@@ -199,26 +203,12 @@ def _sample_range(
     return k_lo, count
 
 
-@dataclass
-class _Candidates:
-    """Samples that need evaluating, ray-major and in ascending order along each ray."""
-
-    ray: Tensor
-    """(M,) int64 ray of each candidate."""
-    t: Tensor
-    """(M,) distance along the ray."""
-    points: Tensor
-    """(M, 3) world position."""
-    counts: Tensor
-    """(N,) candidates per ray."""
-
-
 def _candidates(
     field: MultiNetField, occupancy: OccupancyGrid | None, region: Tensor,
     origins: Tensor, dirs: Tensor, near: Tensor, step: Tensor, num_samples: int,
     coarse_factor: int = COARSE_FACTOR, max_points: int = 1 << 20,
-) -> _Candidates:
-    """The samples that need evaluating.
+) -> PackedSamples:
+    """The samples that need evaluating, with their count per ray.
 
     Each ray's sample range is cut into runs of G consecutive samples. With occupancy, a run
     is dropped at once if its first point lies in a False cell of the occupancy's
@@ -285,8 +275,8 @@ def _candidates(
         points.append(torch.stack([c.reshape(-1).index_select(0, sel) for c in cols], dim=1))
         counts.append(torch.bincount(ray_of - r0, minlength=r1 - r0))
     if not rays:
-        return _Candidates(k_lo.new_zeros(0), near.new_zeros(0), origins.new_zeros(0, 3), torch.zeros_like(count))
-    return _Candidates(torch.cat(rays), torch.cat(ts), torch.cat(points), torch.cat(counts))
+        return PackedSamples(k_lo.new_zeros(0), near.new_zeros(0), origins.new_zeros(0, 3), n, torch.zeros_like(count))
+    return PackedSamples(torch.cat(rays), torch.cat(ts), torch.cat(points), n, torch.cat(counts))
 
 
 def _render_chunk(
@@ -302,10 +292,12 @@ def _render_chunk(
     step = (far - near) / max(num_samples - 1, 1)
     cand = _candidates(field, occupancy, region, origins, dirs, near, step, num_samples)
     cand_net, cand_local = field.grid.locate(cand.points)
-    ptr = torch.cumsum(cand.counts, 0) - cand.counts
-    end = ptr + cand.counts
+    counts = cand.counts
+    assert counts is not None
+    ptr = torch.cumsum(counts, 0) - counts
+    end = ptr + counts
     trans = origins.new_ones(n)
-    active = (cand.counts > 0).nonzero()[:, 0]
+    active = (counts > 0).nonzero()[:, 0]
     params = field.params()
     evaluated = passes = 0
     per = samples_per_pass
@@ -315,7 +307,7 @@ def _render_chunk(
         idx = a_ptr[:, None] + torch.arange(per, device=device)  # (A, P) candidate slots
         slot = (idx < a_end[:, None]).reshape(-1).nonzero()[:, 0]  # flat (A * P) positions of real candidates
         c_idx = idx.reshape(-1).index_select(0, slot)
-        ray = cand.ray.index_select(0, c_idx)
+        ray = cand.ray_id.index_select(0, c_idx)
         # One direction per active ray (slot // per is each candidate's row among them).
         raw, color = backend.evaluate(
             params, cand_net.index_select(0, c_idx), cand_local.index_select(0, c_idx),
@@ -337,4 +329,4 @@ def _render_chunk(
         ptr.index_copy_(0, active, a_ptr + per)
         active = active[(a_ptr + per < a_end) & (t_new > ert_threshold)]
         per = max(per, min(2 * per, MAX_PASS_SAMPLES))
-    return rgb, depth, acc, evaluated, int(cand.ray.shape[0]), passes
+    return rgb, depth, acc, evaluated, int(cand.ray_id.shape[0]), passes

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.fields.grid_teacher import GridTeacherField
-from kilonerf.occupancy.sampling import march_occupied
+from kilonerf.occupancy.sampling import PackedSamples, march_occupied
 from kilonerf.render.packed import packed_composite, packed_weights, segment_starts
 
 
@@ -25,10 +25,8 @@ class TeacherRender:
     """(M,) opacity of every marched (occupied) sample, packed by ray."""
     weights: Tensor
     """(M,) their compositing weights."""
-    t: Tensor
-    """(M,) their distances."""
-    ray_id: Tensor
-    """(M,) their rays."""
+    samples: PackedSamples
+    """The marched samples themselves (rays, distances, positions)."""
     start: Tensor
     """(M,) index of the first sample of each sample's ray."""
     step: float
@@ -89,7 +87,7 @@ class GridTeacherRenderer:
         bg = self.background if background is None else background
         color, acc = packed_composite(weights.index_select(0, keep), rgb, ray_k, n, bg,
                                       acc_weights=weights, acc_ray_id=s.ray_id)
-        return TeacherRender(color, acc, alpha, weights, s.t, s.ray_id, start, step)
+        return TeacherRender(color, acc, alpha, weights, s, start, step)
 
     @torch.no_grad()
     def render_rays(self, origins: Tensor, dirs: Tensor) -> Tensor:

@@ -172,7 +172,7 @@ class FastTeacherTrainer:
             a = out.acc.clamp(1e-6, 1 - 1e-6)
             loss = loss - c.opacity_entropy_weight * (a * torch.log(a) + (1 - a) * torch.log1p(-a)).mean()
         if c.distortion_weight > 0 and self.stage > 0:
-            dist = packed_distortion(out.weights, out.t, out.step, out.ray_id, n, out.start)
+            dist = packed_distortion(out.weights, out.samples.t, out.step, out.samples.ray_id, n, out.start)
             loss = loss + c.distortion_weight * dist.mean()
         if c.tv_density > 0:
             loss = loss + c.tv_density * grid_tv(self.field.density_grid)
