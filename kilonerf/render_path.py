@@ -13,10 +13,10 @@ from kilonerf.data.camera_paths import CameraPath, make_camera_path, save_camera
 from kilonerf.data.cameras import camera_rays, pixel_coords
 from kilonerf.data.images import to_uint8
 from kilonerf.data.load import load_scene
-from kilonerf.render.volume import RenderFn
-from kilonerf.run.models import default_model, load_renderer, run_scene_path
-from kilonerf.run.folder import RunDir
 from kilonerf.io import check_output_file
+from kilonerf.render.volume import RenderFn
+from kilonerf.run.folder import RunDir
+from kilonerf.run.models import default_model, load_renderer, run_scene_path
 from kilonerf.video import check_output, write_frames
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from kilonerf.kernels.base import DensityFirstBackend, MultiNetParams
-from kilonerf.kernels.cpu_render import CpuFusedRenderer
+from kilonerf.kernels.cpu_render import CpuFusedRenderer, check_struct_size
 from kilonerf.kernels.fused import FusedRenderer
 from kilonerf.kernels.native import load_library
 from kilonerf.kernels.torch_ref import TorchRefBackend
@@ -63,6 +63,7 @@ class CpuFusedBackend(DensityFirstBackend):
     def __init__(self, num_threads: int | None = None) -> None:
         """``num_threads``: OpenMP threads (default: ``torch.get_num_threads()`` at each call)."""
         self.lib = load_library()
+        check_struct_size(self.lib)  # the fused renderer's ctypes mirror must match the C struct
         self.num_threads = num_threads
         self.reference = TorchRefBackend()
 

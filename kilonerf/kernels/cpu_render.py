@@ -4,7 +4,7 @@
 does with torch operations (same candidates, passes and compositing; see that module), so
 that per-pass bookkeeping (gathering candidates, sorting by network, scattering results)
 costs next to nothing beside the MLPs. The C argument struct is mirrored in ctypes below; its
-size is checked against the compiled one when the renderer is made.
+size is checked against the compiled one when the ``cpu`` backend loads the library.
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ class CpuFusedRenderer(FusedRenderer):
 
     def __init__(self, lib: ctypes.CDLL, weights: tuple[torch.Tensor, ...], biases: tuple[torch.Tensor, ...],
                  num_nets: int, threads: int) -> None:  # fmt: skip
-        check_struct_size(lib)
         self.lib, self.weights, self.biases, self.num_nets, self.threads = lib, weights, biases, num_nets, threads
 
     def render(

@@ -15,7 +15,7 @@ from kilonerf.data.rays import RayTable
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.fields.multinet import MultiNetField
-from kilonerf.io import atomic_write_json, read_json, remove_stale_temps, safe_torch_load
+from kilonerf.io import atomic_write_json, check_output_parent, read_json, remove_stale_temps, safe_torch_load
 from kilonerf.names import STAGES
 from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.train.config import DistillConfig, FinetuneConfig, PipelineConfig, resolve_config
@@ -68,7 +68,9 @@ def open_run(
     return run, cfg, scene
 
 
-def new_config(preset: str, teacher: str, no_distill: bool = False, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+def new_config(
+    preset: str, teacher: str, no_distill: bool = False, overrides: dict[str, Any] | None = None
+) -> PipelineConfig:
     """A preset's configuration with ``SECTION.NAME`` -> value ``overrides`` (command-line
     strings or values) applied and every setting checked: SettingError before any work."""
     cfg = resolve_config(preset, teacher, no_distill=no_distill)
@@ -83,9 +85,7 @@ def check_new_run_root(run: RunDir, data: Path) -> None:
     the scene it trains on (``kilonerf demo`` keeps the scene inside its run directory)."""
     if run.root.exists() and not run.root.is_dir():
         raise RunError(f"{run.root}: is a file, not a run folder; choose another --out")
-    blocking = next((a for a in run.root.parents if a.exists()), None)
-    if blocking is not None and not blocking.is_dir():
-        raise RunError(f"{run.root}: {blocking} is a file, not a folder; choose another --out")
+    check_output_parent(run.root, "--out", create=True)
     inside = data.resolve()
     if run.root.exists() and any(p.resolve() != inside for p in run.root.iterdir()):
         raise RunError(f"{run.root}: exists, is not empty and is not a kilonerf run; choose another --out")

@@ -10,7 +10,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from kilonerf.names import PRESETS, TEACHERS
-from kilonerf.settings import SettingError, Settings
+from kilonerf.settings import Domain, SettingError, Settings
 from kilonerf.train.config.loop import LoopConfig
 from kilonerf.train.config.student import DistillConfig, FinetuneConfig, OccupancyConfig, StudentConfig
 from kilonerf.train.config.teacher import FastTeacherConfig, NeRFTeacherConfig
@@ -60,14 +60,12 @@ class PipelineConfig:
 
     def validate(self) -> None:
         """Check every setting against its declared domain; SettingError naming the first bad one."""
-        if self.preset not in PRESETS:
-            raise SettingError(f"setting 'preset' must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        if self.teacher not in TEACHERS:
-            raise SettingError(f"setting 'teacher' must be one of {', '.join(TEACHERS)}, got {self.teacher!r}")
-        if not isinstance(self.no_distill, bool):
-            raise SettingError(f"setting 'no_distill' must be true or false, got {self.no_distill!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise SettingError(f"setting 'seed' must be an integer >= 0, got {self.seed!r}")
+        for name, domain in TOP_LEVEL.items():
+            try:
+                domain.check(getattr(self, name))
+            except ValueError:
+                value = getattr(self, name)
+                raise SettingError(f"setting '{name}' must be {domain.describe()}, got {value!r}") from None
         if not isinstance(self.extra, dict):
             raise SettingError(f"setting 'extra' must be a mapping, got {self.extra!r}")
         for section in SECTIONS:
@@ -91,6 +89,12 @@ class PipelineConfig:
     def student_config(self) -> StudentConfig:
         return StudentConfig.from_dict(self.student, "student")
 
+
+TOP_LEVEL: dict[str, Domain] = {
+    "preset": Domain(str, choices=PRESETS), "teacher": Domain(str, choices=TEACHERS), "no_distill": Domain(bool),
+    "seed": Domain(int, ge=0),
+}  # fmt: skip
+"""The plain (non-section) settings of :class:`PipelineConfig` and their domains."""
 
 SECTIONS: dict[str, type[Settings]] = {
     "teacher_params": FastTeacherConfig, "teacher_loop": LoopConfig, "occupancy": OccupancyConfig,
