@@ -30,8 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kilonerf.data.cameras import camera_rays, pixel_coords
+from kilonerf.data.cameras import pixel_coords
 from kilonerf.data.scene import Scene
+from kilonerf.data.scene_types import scene_rays
 from kilonerf.errors import KiloNerfError
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.fields.nerf import NeRFField
@@ -73,7 +74,7 @@ def scene_views(scene: Scene, count: int, resolution: int | None, device: torch.
         hh, ww = max(1, round(h * scale)), max(1, round(w * scale))
         intr = torch.as_tensor(scene.intrinsics[i], dtype=torch.float32) * torch.tensor([ww / w, hh / h, ww / w, hh / h])
         pose = torch.as_tensor(scene.poses[i], dtype=torch.float32)
-        o, d = camera_rays(pose, intr, pixel_coords(hh, ww))
+        o, d = scene_rays(scene.ray_map, pose, intr, pixel_coords(hh, ww))
         views.append(View(o.to(device), d.to(device), hh, ww))
     return views
 

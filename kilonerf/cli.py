@@ -9,7 +9,7 @@ from typing import NoReturn
 from pathlib import Path
 
 from kilonerf.errors import KiloNerfError
-from kilonerf.names import MODELS, PRESETS, STAGES, TEACHERS, WRITE_FORMATS
+from kilonerf.names import MODELS, PRESETS, SCENE_TYPES, STAGES, TEACHERS, WRITE_FORMATS
 from kilonerf.runtime import reuse_freed_memory
 
 
@@ -40,7 +40,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from kilonerf.run.pipeline import open_run, run_pipeline
 
     overrides = dict(_parse_setting(s) for s in args.set)
-    run, cfg, scene = open_run(args.data, args.out, args.preset, args.teacher, args.no_distill, overrides)
+    run, cfg, scene = open_run(args.data, args.out, args.preset, args.teacher, args.no_distill, overrides,
+                               args.scene_type)  # fmt: skip
     device = torch_device(args.device)
     print(f"run {run.root}: preset {cfg.preset}, teacher {cfg.teacher}, device {device}")
     run_pipeline(run, cfg, scene, device, [args.stage] if args.stage else None)
@@ -57,10 +58,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from kilonerf.data.load import load_scene
     from kilonerf.evaluation import evaluate_split, format_table
     from kilonerf.io import atomic_write_json, check_output_file
-    from kilonerf.run.models import default_model, load_renderer, run_scene_path
+    from kilonerf.run.models import default_model, load_renderer, load_run_scene
     from kilonerf.run.folder import RunDir
 
     if args.json:
@@ -69,7 +69,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     run.read_meta()
     device = torch_device(args.device)
     model = args.model or default_model(run)
-    scene = load_scene(args.data if args.data else run_scene_path(run))
+    scene = load_run_scene(run, args.data)
     if args.split not in scene.splits:
         raise KiloNerfError(f"{scene.root}: no '{args.split}' split (has: {', '.join(scene.splits)})")
     render = load_renderer(run, model, scene, device, backend=args.backend)
@@ -138,9 +138,8 @@ def _cmd_view(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from kilonerf.bench import format_bench, run_bench
-    from kilonerf.data.load import load_scene
     from kilonerf.io import atomic_write_json, check_output_file
-    from kilonerf.run.models import run_scene_path
+    from kilonerf.run.models import load_run_scene
     from kilonerf.run.folder import RunDir
 
     if args.json:
@@ -150,7 +149,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for name in ("resolution", "views", "nerf_rays", "ess_rays"):
         if getattr(args, name) < 1:
             raise KiloNerfError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    scene = load_scene(args.data if args.data else run_scene_path(run))
+    scene = load_run_scene(run, args.data)
     result = run_bench(run, scene, args.resolution, args.views, torch_device(args.device), nerf_rays=args.nerf_rays,
                        ess_rays=args.ess_rays, backend=args.backend, psnr_check=not args.no_psnr)  # fmt: skip
     print(format_bench(result))
@@ -266,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", choices=TEACHERS, help="teacher field (default: fast)")
     p.add_argument("--preset", choices=PRESETS, help="hyperparameters (default: cpu)")
     p.add_argument("--no-distill", action="store_true", help="train the tiny MLPs from scratch (the paper's ablation)")
+    p.add_argument("--scene-type", choices=("auto", *SCENE_TYPES), default="auto",
+                   help="object (a box around the scene) or forward (forward-facing, NDC); default: from the cameras")
     _add_device(p)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                    help="override one setting of a new run, e.g. finetune_loop.max_steps=200")
@@ -297,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
         "folder) gets PNG frames.",
     )
     p.add_argument("run", help="run directory")
-    p.add_argument("--path", default="orbit", metavar="orbit|spiral|test|FILE.json", help="camera path (default: orbit)")
+    p.add_argument("--path", default="auto", metavar="orbit|spiral|test|FILE.json",
+                   help="camera path (default: spiral for forward-facing scenes, orbit otherwise)")
     p.add_argument("--out", help="OUT.mp4 or a folder for PNG frames")
     p.add_argument("--model", choices=MODELS, help="default: student if trained, else teacher")
     p.add_argument("--resolution", type=positive_int, metavar="WIDTH",

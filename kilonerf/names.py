@@ -9,3 +9,6 @@ SCENE_FORMATS = ("blender", "nsvf", "llff", "ngp")
 """Formats a scene folder is read in (detected)."""
 WRITE_FORMATS = ("nsvf", "blender")
 """Formats ``kilonerf convert`` writes."""
+SCENE_TYPES = ("object", "forward")
+"""How space maps into the box the fields live in: ``object`` (the box itself, the paper's)
+or ``forward`` (forward-facing captures in normalised device coordinates)."""

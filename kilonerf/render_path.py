@@ -10,26 +10,27 @@ import torch
 from tqdm import tqdm
 
 from kilonerf.data.camera_paths import CameraPath, make_camera_path, save_camera_path
-from kilonerf.data.cameras import camera_rays, pixel_coords
+from kilonerf.data.cameras import pixel_coords
+from kilonerf.data.scene import RayMap
+from kilonerf.data.scene_types import scene_rays
 from kilonerf.data.images import to_uint8
-from kilonerf.data.load import load_scene
 from kilonerf.io import check_output_file
 from kilonerf.render.volume import RenderFn
 from kilonerf.run.folder import RunDir
-from kilonerf.run.models import default_model, load_renderer, run_scene_path
+from kilonerf.run.models import default_model, load_renderer, load_run_scene
 from kilonerf.video import check_output, write_frames
 
 
 def render_frames(render: RenderFn, path: CameraPath, device: torch.device | str = "cpu",
-                  progress: bool = True) -> Iterator[np.ndarray]:  # fmt: skip
-    """Render each camera of ``path``; yields (height, width, 3) uint8 frames, one at a time
-    (so a long video never sits in memory)."""
+                  progress: bool = True, ray_map: RayMap | None = None) -> Iterator[np.ndarray]:  # fmt: skip
+    """Render each camera of ``path`` (rays mapped by the scene's ``ray_map``); yields
+    (height, width, 3) uint8 frames, one at a time (so a long video never sits in memory)."""
     device = torch.device(device)
     pixels = pixel_coords(path.height, path.width, device=device)
     poses = torch.as_tensor(path.poses, dtype=torch.float32, device=device)
     intrinsics = torch.as_tensor(path.intrinsics, dtype=torch.float32, device=device)
     for k in tqdm(range(len(path)), desc="render", unit="frame", disable=not progress):
-        origins, dirs = camera_rays(poses[k], intrinsics[k], pixels)
+        origins, dirs = scene_rays(ray_map, poses[k], intrinsics[k], pixels)
         with torch.no_grad():
             rgb = render(origins, dirs).float().clamp(0, 1)
         yield to_uint8(rgb.reshape(path.height, path.width, 3).cpu().numpy())
@@ -63,11 +64,11 @@ def render_run(
     if save_path is not None:
         check_output_file(save_path, "--save-path")
     model = model or default_model(run)
-    scene = load_scene(data if data is not None else run_scene_path(run))
+    scene = load_run_scene(run, data)
     path = make_camera_path(path_spec, scene, frames, width)
     if save_path is not None:
         save_camera_path(path, save_path)
     if out is not None:
         render = load_renderer(run, model, scene, torch.device(device))
-        write_frames(out, render_frames(render, path, device, progress), fps)
+        write_frames(out, render_frames(render, path, device, progress, scene.ray_map), fps)
     return path, model

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from kilonerf.data.cameras import look_at
 from kilonerf.data.files import check_pose, is_finite_number, read_json_file
@@ -27,7 +28,7 @@ from kilonerf.data.scene import Scene
 from kilonerf.errors import KiloNerfError, SceneError
 from kilonerf.io import atomic_write_json
 
-PATH_KINDS = ("orbit", "spiral", "test")
+PATH_KINDS = ("auto", "orbit", "spiral", "test")
 DEFAULT_FRAMES = 120
 MAX_SIZE = 16384
 
@@ -79,8 +80,12 @@ def scene_up(scene: Scene) -> np.ndarray:
 
 
 def box_centre(scene: Scene) -> np.ndarray:
-    """(3,) centre of the scene box: what generated paths and the viewer look at."""
-    return scene.bbox.mean(axis=0)
+    """(3,) world centre of the scene box: what generated paths and the viewer look at (for a
+    mapped scene, the box centre mapped back into the world)."""
+    centre = scene.bbox.mean(axis=0)
+    if scene.ray_map is None:
+        return centre
+    return scene.ray_map.unmap_points(torch.as_tensor(centre[None], dtype=torch.float64))[0].numpy()
 
 
 def _perpendicular(axis: np.ndarray, hint: np.ndarray) -> np.ndarray:
@@ -165,13 +170,16 @@ def split_path(scene: Scene, split: str) -> CameraPath:
 
 
 def make_camera_path(spec: str, scene: Scene, frames: int | None = None, width: int | None = None) -> CameraPath:
-    """``orbit`` / ``spiral`` (``frames`` long, default 120), ``test`` (the test split) or a
+    """``orbit`` / ``spiral`` (``frames`` long, default 120; ``auto``: spiral for forward-facing
+    scenes, orbit otherwise), ``test`` (the test split) or a
     JSON file; ``test`` and files are cut to their first ``frames`` when given. ``width``
     rescales the intrinsics to that many pixels wide."""
     if frames is not None and frames < 1:
         raise KiloNerfError(f"the frame count must be at least 1, got {frames}")
     if width is not None and not 1 <= width <= MAX_SIZE:
         raise KiloNerfError(f"the width must be 1 to {MAX_SIZE} pixels, got {width}")
+    if spec == "auto":
+        spec = "spiral" if scene.scene_type == "forward" else "orbit"
     if spec == "orbit":
         path = orbit_path(scene, frames or DEFAULT_FRAMES)
     elif spec == "spiral":

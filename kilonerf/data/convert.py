@@ -184,5 +184,5 @@ def convert_scene(src: str | Path, dst: str | Path, to: str, overwrite: bool = F
         raise KiloNerfError(f"{dst}: already exists (pass --overwrite to replace it)")
     if src_abs == dst_abs or dst_abs in src_abs.parents:
         raise KiloNerfError(f"{dst}: would replace the source scene {src}; choose another destination")
-    scene = load_scene(src)
+    scene = load_scene(src, scene_type="object")  # written out in world space
     (write_nsvf if to == "nsvf" else write_blender)(scene, dst, overwrite=overwrite)

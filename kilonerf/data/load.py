@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from kilonerf.data.scene import SPLIT_NAMES, Scene
+from kilonerf.data.scene_types import apply_scene_type
 from kilonerf.errors import SceneError
 
 
@@ -44,6 +45,7 @@ def load_scene(
     path: str | Path,
     splits: Sequence[str] | None = None,
     background: Sequence[float] | np.ndarray | None = None,
+    scene_type: str = "auto",
 ) -> Scene:
     """Load a scene folder of any supported format (detected automatically).
 
@@ -53,6 +55,8 @@ def load_scene(
             split present. Images of other splits are not decoded.
         background: (3,) RGB in [0, 1] to composite RGBA images onto; None uses the folder's
             ``background_color.txt`` or the format's default.
+        scene_type: ``auto`` (detected from the cameras), ``object`` or ``forward``
+            (:func:`~kilonerf.data.scene_types.apply_scene_type`).
     Returns:
         A :class:`Scene` in the project's conventions (see ``kilonerf/data/scene.py``).
     """
@@ -65,7 +69,8 @@ def load_scene(
         from kilonerf.data.llff import load_llff as loader
     else:
         from kilonerf.data.ngp import load_ngp as loader
-    return check_scene_numbers(loader(path, splits=splits, background=background), Path(path))
+    scene = check_scene_numbers(loader(path, splits=splits, background=background), Path(path))
+    return apply_scene_type(scene, scene_type)
 
 
 def check_scene_numbers(scene: Scene, root: Path) -> Scene:

@@ -13,10 +13,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
 SPLIT_NAMES = ("train", "val", "test")
+
+
+class RayMap(Protocol):
+    """A scene type's mapping of world rays into the fields' space (``scene_types.py``)."""
+
+    def map_rays(self, origins: "Tensor", dirs: "Tensor") -> tuple["Tensor", "Tensor", "Tensor"]: ...
+
+    def unmap_points(self, points: "Tensor") -> "Tensor": ...
+
+    def to_dict(self) -> dict: ...
 
 
 @dataclass
@@ -30,9 +44,11 @@ class Scene:
     splits: dict[str, np.ndarray]
     """Split name -> int64 indices into ``images``."""
     bbox: np.ndarray
-    """(2, 3) float64 axis-aligned scene box: min xyz, max xyz."""
+    """(2, 3) float64 axis-aligned scene box: min xyz, max xyz (in the fields' space: NDC for
+    ``forward`` scenes)."""
     near: float
     far: float
+    """Ray distances bounding the scene (in the fields' space, along the mapped unit rays)."""
     background: np.ndarray = field(default_factory=lambda: np.ones(3, dtype=np.float32))
     """(3,) float32 RGB in [0, 1]."""
     image_names: list[str] = field(default_factory=list)
@@ -42,6 +58,10 @@ class Scene:
     alphas: list[np.ndarray] | None = None
     """One (H, W) uint8 coverage per image (255: opaque), as read before compositing; None
     when no source image had alpha (images without it among others that have it get 255)."""
+    scene_type: str = "object"
+    """``object`` or ``forward`` (``scene_types.py``; ``load_scene`` resolves it)."""
+    ray_map: RayMap | None = None
+    """World rays -> the fields' space; None for ``object``."""
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -86,6 +106,8 @@ class Scene:
             root=self.root,
             format=self.format,
             alphas=None if self.alphas is None else [self.alphas[i] for i in idx],
+            scene_type=self.scene_type,
+            ray_map=self.ray_map,
         )
 
     def stacked_images(self, split: str) -> np.ndarray:

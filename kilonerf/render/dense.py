@@ -13,7 +13,7 @@ from torch import Tensor
 
 from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.fields.base import RadianceField
-from kilonerf.render.volume import RenderOutput, alpha_from_density, composite, stratified_samples, uniform_samples
+from kilonerf.render.volume import RenderOutput, composite, stratified_samples, uniform_samples
 
 
 def render_dense(
@@ -65,8 +65,7 @@ def render_dense(
             s_k, c_k = field.forward(flat_points[keep], flat_dirs[keep])
             sigma = sigma.index_put((keep,), s_k.to(sigma.dtype))
             rgb = rgb.index_put((keep,), c_k.to(rgb.dtype))
-    alpha = alpha_from_density(sigma.reshape(n, s), deltas)
-    return composite(alpha, rgb.reshape(n, s, 3), t, background)
+    return composite(sigma.reshape(n, s) * deltas, rgb.reshape(n, s, 3), t, background)
 
 
 class BoxRenderer:

@@ -38,11 +38,8 @@ from kilonerf.fields.multinet import MultiNetField, activate_density
 from kilonerf.kernels import GroupedBackend, get_backend
 from kilonerf.kernels.fused import FusedGrid, FusedOccupancy, FusedRays, FusedRenderer, FusedResult
 from kilonerf.occupancy.grid import OccupancyGrid
-from kilonerf.occupancy.sampling import PackedSamples
-from kilonerf.render.volume import composite_block
-
-COARSE_FACTOR = 8
-"""Fine voxels per coarse skip cell per axis (as the candidate search below)."""
+from kilonerf.occupancy.sampling import COARSE_FACTOR, march_occupied
+from kilonerf.render.volume import composite_weights
 
 MAX_PASS_SAMPLES = 64
 """Largest number of candidates a ray takes in one pass on the torch path."""
@@ -203,82 +200,6 @@ def _sample_range(
     return k_lo, count
 
 
-def _candidates(
-    field: MultiNetField, occupancy: OccupancyGrid | None, region: Tensor,
-    origins: Tensor, dirs: Tensor, near: Tensor, step: Tensor, num_samples: int,
-    coarse_factor: int = COARSE_FACTOR, max_points: int = 1 << 20,
-) -> PackedSamples:
-    """The samples that need evaluating, with their count per ray.
-
-    Each ray's sample range is cut into runs of G consecutive samples. With occupancy, a run
-    is dropped at once if its first point lies in a False cell of the occupancy's
-    :meth:`~OccupancyGrid.coarse_skip_grid` (G is chosen so that a run spans at most 0.9 of a
-    coarse cell); the surviving runs' samples are then tested exactly, voxel by voxel.
-    """
-    n, device = origins.shape[0], origins.device
-    k_lo, count = _sample_range(region, origins, dirs, near, step, num_samples)
-    grid = field.grid
-    same_box = occupancy is not None and torch.equal(occupancy.bbox.to(field.bbox), field.bbox)
-    run = 8
-    coarse = None
-    if occupancy is not None:
-        cell = occupancy.voxel_size.to(origins) * coarse_factor
-        max_step = float(step.max()) if n else 0.0
-        run = int(0.9 * float(cell.min()) / max_step) + 1 if max_step > 0 else num_samples
-        run = max(1, min(run, num_samples))
-        coarse = occupancy.coarse_skip_grid(coarse_factor).to(device)
-        dims = coarse.shape
-        coarse_flat = coarse.reshape(-1)
-        # Coarse-cell coordinates (ring included) of sample k: a + k * b, per ray (one row per axis).
-        a = ((origins + near[:, None] * dirs - occupancy.bbox.to(origins)[0]) / cell + 1.0).t().contiguous()
-        b = (step[:, None] * dirs / cell).t().contiguous()
-    runs = (count + run - 1) // run
-    k_end = k_lo + count
-    # Sub-batches of whole rays with about max_points samples each, to bound memory.
-    ends = torch.cumsum(runs * run, 0)
-    total = int(ends[-1]) if n else 0
-    cut = torch.searchsorted(ends, torch.arange(max_points, total + max_points, max_points, device=device))
-    bounds = sorted({0, *cut.clamp_max(n).tolist(), n})
-    offsets = torch.arange(run, device=device)
-    o_cols, d_cols = origins.t().contiguous(), dirs.t().contiguous()
-    rays, ts, points, counts = [], [], [], []
-    # Per-axis columns throughout: (N, 3)-with-(3,) elementwise ops are several times slower.
-    for r0, r1 in zip(bounds[:-1], bounds[1:]):
-        nr = runs[r0:r1]
-        ray = torch.repeat_interleave(torch.arange(r0, r1, device=device), nr)
-        first = torch.repeat_interleave(torch.cumsum(nr, 0) - nr, nr)
-        k0 = k_lo.index_select(0, ray) + (torch.arange(ray.shape[0], device=device) - first) * run
-        if coarse is not None:
-            k0f = k0.to(a.dtype)
-            ok = torch.ones_like(k0, dtype=torch.bool)
-            flat = torch.zeros_like(k0)
-            for axis in range(3):
-                c = torch.floor(a[axis].index_select(0, ray) + k0f * b[axis].index_select(0, ray)).to(torch.int64)
-                ok &= (c >= 0) & (c < dims[axis])
-                flat = flat * dims[axis] + c.clamp_(0, dims[axis] - 1)
-            ok &= coarse_flat.index_select(0, flat)
-            live = ok.nonzero()[:, 0]
-            ray, k0 = ray.index_select(0, live), k0.index_select(0, live)
-        k = k0[:, None] + offsets  # (R, run)
-        valid = k < k_end.index_select(0, ray)[:, None]
-        # Same arithmetic as uniform_samples / render_dense, so the points match bit for bit.
-        t = near.index_select(0, ray)[:, None] + k.to(near.dtype) * step.index_select(0, ray)[:, None]
-        cols = [o.index_select(0, ray)[:, None] + t * d.index_select(0, ray)[:, None] for o, d in zip(o_cols, d_cols)]
-        keep = grid.inside(cols) if occupancy is None else occupancy.lookup(cols)
-        if occupancy is not None and not same_box:
-            keep &= grid.inside(cols)
-        keep &= valid
-        sel = keep.reshape(-1).nonzero()[:, 0]
-        ray_of = ray[:, None].expand(-1, run).reshape(-1).index_select(0, sel)
-        rays.append(ray_of)
-        ts.append(t.reshape(-1).index_select(0, sel))
-        points.append(torch.stack([c.reshape(-1).index_select(0, sel) for c in cols], dim=1))
-        counts.append(torch.bincount(ray_of - r0, minlength=r1 - r0))
-    if not rays:
-        return PackedSamples(k_lo.new_zeros(0), near.new_zeros(0), origins.new_zeros(0, 3), n, torch.zeros_like(count))
-    return PackedSamples(torch.cat(rays), torch.cat(ts), torch.cat(points), n, torch.cat(counts))
-
-
 def _render_chunk(
     field: MultiNetField, occupancy: OccupancyGrid | None, region: Tensor | None, backend: GroupedBackend,
     origins: Tensor, dirs: Tensor, near: Tensor, far: Tensor,
@@ -290,7 +211,10 @@ def _render_chunk(
     if region is None or n == 0:
         return rgb, depth, acc, 0, 0, 0
     step = (far - near) / max(num_samples - 1, 1)
-    cand = _candidates(field, occupancy, region, origins, dirs, near, step, num_samples)
+    k_lo, count = _sample_range(region, origins, dirs, near, step, num_samples)
+    grid = field.grid
+    same_box = occupancy is not None and torch.equal(occupancy.bbox.to(field.bbox), field.bbox)
+    cand = march_occupied(origins, dirs, near, step, k_lo, count, occupancy, None if same_box else grid.inside)
     cand_net, cand_local = field.grid.locate(cand.points)
     counts = cand.counts
     assert counts is not None
@@ -308,23 +232,18 @@ def _render_chunk(
         slot = (idx < a_end[:, None]).reshape(-1).nonzero()[:, 0]  # flat (A * P) positions of real candidates
         c_idx = idx.reshape(-1).index_select(0, slot)
         ray = cand.ray_id.index_select(0, c_idx)
-        # One direction per active ray (slot // per is each candidate's row among them).
-        raw, color = backend.evaluate(
-            params, cand_net.index_select(0, c_idx), cand_local.index_select(0, c_idx),
-            dirs.index_select(0, active), torch.div(slot, per, rounding_mode="floor"),
-        )  # fmt: skip
+        row = torch.div(slot, per, rounding_mode="floor")  # each candidate's row among the active rays
+        raw, color = backend.evaluate(params, cand_net.index_select(0, c_idx), cand_local.index_select(0, c_idx),
+                                      dirs.index_select(0, active), row)  # fmt: skip
         evaluated += int(slot.shape[0])
-        alpha_v = 1.0 - torch.exp(-activate_density(raw, density_activation) * step.index_select(0, ray))
-        a_cnt = idx.shape[0]
-        alpha = origins.new_zeros(a_cnt * per).index_copy_(0, slot, alpha_v).view(a_cnt, per)
-        c = origins.new_zeros(a_cnt * per, 3).index_copy_(0, slot, color).view(a_cnt, per, 3)
-        ts = origins.new_zeros(a_cnt * per).index_copy_(0, slot, cand.t.index_select(0, c_idx)).view(a_cnt, per)
+        tau = activate_density(raw, density_activation) * step.index_select(0, ray)
         # A ray ends at the first sample whose transmittance is <= the threshold, wherever it
         # falls in the pass (the native path does the same), so pass sizes never change the image.
-        w, t_new = composite_block(alpha, trans.index_select(0, active), ert_threshold)
-        rgb.index_add_(0, active, (w[..., None] * c).sum(dim=1))
-        depth.index_add_(0, active, (w * ts).sum(dim=1))
-        acc.index_add_(0, active, w.sum(dim=1))
+        w, _, t_new = composite_weights(tau, row, active.shape[0], trans_in=trans.index_select(0, active),
+                                        threshold=ert_threshold)  # fmt: skip
+        rgb.index_add_(0, ray, w[:, None] * color)
+        depth.index_add_(0, ray, w * cand.t.index_select(0, c_idx))
+        acc.index_add_(0, ray, w)
         trans.index_copy_(0, active, t_new)
         ptr.index_copy_(0, active, a_ptr + per)
         active = active[(a_ptr + per < a_end) & (t_new > ert_threshold)]

@@ -11,8 +11,10 @@ from torch import Tensor
 
 from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.fields.grid_teacher import GridTeacherField
+from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.occupancy.sampling import PackedSamples, march_occupied
-from kilonerf.render.packed import packed_composite, packed_weights, segment_starts
+from kilonerf.render.packed import packed_composite, segment_starts
+from kilonerf.render.volume import composite_weights
 
 
 @dataclass
@@ -48,6 +50,18 @@ class GridTeacherRenderer:
         self.field, self.near, self.far, self.background = field, float(near), float(far), background
         self.step_ratio, self.color_weight_threshold = step_ratio, color_weight_threshold
         self.eval_chunk_rays, self.coarse = eval_chunk_rays, coarse
+        self._occupancy: tuple[tuple[int, int], Tensor, OccupancyGrid] | None = None
+
+    def occupancy(self) -> OccupancyGrid:
+        """The field's occupancy bitfield (cells of its density lattice) as an
+        :class:`OccupancyGrid`, rebuilt only when the field's tensor changed (replaced on every
+        update, or written in place by loading a state dict)."""
+        occ = self.field.occupancy
+        key = (id(occ), occ._version)
+        if self._occupancy is None or self._occupancy[0] != key or self._occupancy[1] is not occ:
+            grid = OccupancyGrid.from_dense(occ.permute(2, 1, 0), self.field.bbox).to(occ.device)
+            self._occupancy = (key, occ, grid)
+        return self._occupancy[2]
 
     def march_step(self) -> float:
         return self.step_ratio * self.field.voxel_size
@@ -74,11 +88,15 @@ class GridTeacherRenderer:
         near = near.clamp_min(self.near)
         far = torch.where(hit, far.clamp_max(self.far), near)
         step = self.march_step()
-        s = march_occupied(origins, dirs, near, far, step, f.box_min, f.box_max, f.occupancy, jitter)
         n = origins.shape[0]
+        u = jitter if jitter is not None else near.new_full((n,), 0.5)
+        # Samples at near + (k + u) * step, for every k that keeps them in front of far.
+        count = torch.ceil(((far - near).clamp_min(0.0) / step - u).clamp_min(0.0)).long()
+        step_t = near.new_full((n,), step)
+        s = march_occupied(origins, dirs, near + u * step, step_t, torch.zeros_like(count), count, self.occupancy())
         sigma = f.activate(f.raw_density(s.points))
         start = segment_starts(s.ray_id, n)
-        weights, alpha = packed_weights(sigma * step, s.ray_id, n, start)
+        weights, alpha, _ = composite_weights(sigma * step, s.ray_id, n, start)
         # Colour only where it can matter: the feature gather and MLP dominate the cost per
         # sample, and most marched samples are faint haze or hidden behind a surface.
         keep = torch.nonzero(weights.detach() > self.color_threshold()).squeeze(1)

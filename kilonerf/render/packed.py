@@ -1,9 +1,6 @@
-"""Compositing of packed (ragged) samples: flat arrays sorted by ray.
-
-The transmittance is an exclusive cumulative sum of ``sigma * delta`` restarted at each ray's
-first sample (float64, so long batches do not lose precision), which equals
-:func:`kilonerf.render.volume.composite` with the skipped samples given zero opacity.
-"""
+"""Per-ray sums over packed (ragged) samples, flat arrays sorted by ray: segmented prefix
+sums, the colour and opacity of each ray from its samples' weights
+(:func:`kilonerf.render.volume.composite_weights`), and the distortion loss."""
 
 from __future__ import annotations
 
@@ -27,26 +24,6 @@ def segment_starts(ray_id: Tensor, num_rays: int) -> Tensor:
     count = torch.bincount(ray_id, minlength=num_rays)
     first = torch.cumsum(count, 0) - count
     return first.index_select(0, ray_id)
-
-
-def packed_weights(sigma_delta: Tensor, ray_id: Tensor, num_rays: int,
-                   start: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Compositing weights ``alpha_i * T_i`` of packed samples.
-
-    Args:
-        sigma_delta: (M,) optical thickness ``sigma * delta`` of each sample (>= 0).
-        ray_id: (M,) sorted ray index of each sample.
-        start: optional (M,) :func:`segment_starts` of ``ray_id``, if already computed.
-    Returns:
-        (M,) weights and (M,) opacities ``alpha_i``, differentiable w.r.t. ``sigma_delta``.
-    """
-    if sigma_delta.numel() == 0:
-        return sigma_delta, sigma_delta
-    if start is None:
-        start = segment_starts(ray_id, num_rays)
-    trans = torch.exp(-segment_exclusive_cumsum(sigma_delta, start))
-    alpha = -torch.expm1(-sigma_delta)
-    return alpha * trans, alpha
 
 
 def packed_composite(weights: Tensor, rgb: Tensor, ray_id: Tensor, num_rays: int,

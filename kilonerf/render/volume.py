@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from kilonerf.render.packed import segment_exclusive_cumsum, segment_starts
+
 
 RenderFn = Callable[[Tensor, Tensor], Tensor]
 """A trained model as a renderer: origins (N, 3), unit dirs (N, 3) -> rgb (N, 3) in [0, 1]."""
@@ -64,44 +66,63 @@ def uniform_samples(near: Tensor, far: Tensor, num_samples: int) -> tuple[Tensor
     return t, step[:, None].expand_as(t)
 
 
-def alpha_from_density(sigma: Tensor, deltas: Tensor) -> Tensor:
-    """alpha = 1 - exp(-sigma * delta), elementwise."""
-    return 1.0 - torch.exp(-sigma * deltas)
+MAX_OPTICAL_THICKNESS = 30.0
+"""Per-sample optical thickness is capped here before compositing: ``exp(-30)`` is 1e-13, so
+the opacity is 1 to float32 precision, and a huge density can no longer swamp the float64
+running sum that every later ray of a batch is measured against."""
 
 
-def composite_block(alpha: Tensor, trans_in: Tensor | None = None, threshold: float | None = None) -> tuple[Tensor, Tensor]:
-    """Front-to-back compositing weights of consecutive samples of each ray: the one
-    transmittance recurrence every Python renderer uses (the C renderer is tested against it).
+def composite_weights(
+    tau: Tensor, ray_id: Tensor, num_rays: int, start: Tensor | None = None,
+    trans_in: Tensor | None = None, threshold: float | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """Front-to-back compositing weights of packed samples: the one transmittance recurrence
+    every Python renderer uses (the C renderer is tested against it).
 
-    ``T_0 = trans_in`` (1 when None), ``T_{i+1} = T_i * (1 - alpha_i + 1e-10)`` (the guard keeps
-    T > 0, as the original), weight ``w_i = alpha_i * T_i``. With ``threshold`` a ray stops at
-    the first sample whose ``T_i`` is <= it (early ray termination): that sample and every
-    later one get weight 0, wherever the block boundaries fall.
+    ``alpha_i = 1 - exp(-tau_i)``, ``T_i = T_in * exp(-sum_{j<i} tau_j)`` over the samples of
+    the same ray, weight ``w_i = alpha_i * T_i``. Summing optical thickness (in float64, so long
+    batches keep float32 precision per ray) instead of multiplying ``1 - alpha`` needs no guard
+    against ``alpha = 1`` and keeps gradients finite there. With ``threshold`` a ray stops at the
+    first sample whose ``T_i`` is <= it (early ray termination): that sample and every later
+    one get weight 0, wherever batches of samples begin and end.
 
     Args:
-        alpha: (R, S) opacities in [0, 1] of S consecutive samples of R rays.
-        trans_in: (R,) transmittance in front of the block.
+        tau: (M,) optical thickness ``sigma * delta`` (>= 0) of each sample, sorted by ray and
+            ascending along each ray (see :class:`~kilonerf.occupancy.sampling.PackedSamples`).
+        ray_id: (M,) ray of each sample.
+        start: optional (M,) :func:`~kilonerf.render.packed.segment_starts` of ``ray_id``.
+        trans_in: (num_rays,) transmittance in front of these samples (1 when None).
         threshold: early-termination transmittance, or None for none.
     Returns:
-        weights (R, S) and the transmittance behind the block (R,).
+        weights (M,), opacities alpha (M,) and the transmittance behind the samples
+        (num_rays,), all differentiable w.r.t. ``tau`` (and ``trans_in``).
     """
-    factors = 1.0 - alpha + 1e-10
-    start = torch.ones_like(alpha[:, :1]) if trans_in is None else trans_in[:, None]
-    trans = torch.cumprod(torch.cat([start, factors[:, :-1]], dim=-1), dim=-1)
+    tau = tau.clamp_max(MAX_OPTICAL_THICKNESS)
+    if start is None:
+        start = segment_starts(ray_id, num_rays)
+    trans = torch.exp(-segment_exclusive_cumsum(tau, start))
+    total = tau.new_zeros(num_rays, dtype=torch.float64).index_add(0, ray_id, tau.double())
+    trans_out = torch.exp(-total).to(tau.dtype)
+    if trans_in is not None:
+        trans = trans * trans_in.index_select(0, ray_id)
+        trans_out = trans_out * trans_in
+    alpha = -torch.expm1(-tau)
     weights = alpha * trans if threshold is None else alpha * trans * (trans > threshold)
-    return weights, trans[:, -1] * factors[:, -1]
+    return weights, alpha, trans_out
 
 
-def composite(alpha: Tensor, rgb: Tensor, t: Tensor, background: Tensor | None = None) -> RenderOutput:
-    """Front-to-back compositing of per-sample opacity and colour (:func:`composite_block`).
+def composite(tau: Tensor, rgb: Tensor, t: Tensor, background: Tensor | None = None) -> RenderOutput:
+    """Front-to-back compositing of S samples on each of N rays (:func:`composite_weights`).
 
     Args:
-        alpha: (N, S) opacities in [0, 1].
+        tau: (N, S) optical thickness ``sigma * delta`` of each sample (>= 0).
         rgb: (N, S, 3) colours.
         t: (N, S) sample distances (for depth).
         background: (3,) colour behind the scene, or None for black.
     """
-    weights, _ = composite_block(alpha)
+    n, s = tau.shape
+    ray_id = torch.arange(n, device=tau.device).repeat_interleave(s)
+    weights = composite_weights(tau.reshape(-1), ray_id, n)[0].view(n, s)
     acc = weights.sum(dim=-1)
     color = (weights[..., None] * rgb).sum(dim=-2)
     if background is not None:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
+from kilonerf.data.load import load_scene
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
-from kilonerf.names import MODELS
+from kilonerf.names import MODELS, SCENE_TYPES
 from kilonerf.render.volume import RenderFn
 from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.render.student import StudentRenderer
@@ -74,3 +75,16 @@ def load_student_renderer(
 
 def run_scene_path(run: RunDir) -> Path:
     return Path(run.read_meta()["data"])
+
+
+def run_scene_type(run: RunDir) -> str:
+    """The scene type the run was trained with (runs made before scene types: ``object``)."""
+    kind = run.read_meta().get("scene_type", "object")
+    if kind not in SCENE_TYPES:
+        raise RunError(f"{run.meta_path}: unknown scene_type {kind!r} (have: {', '.join(SCENE_TYPES)})")
+    return kind
+
+
+def load_run_scene(run: RunDir, data: str | Path | None = None, splits: list[str] | None = None) -> Scene:
+    """The run's scene (or the same scene from ``data``), in the scene type it was trained with."""
+    return load_scene(data if data is not None else run_scene_path(run), splits=splits, scene_type=run_scene_type(run))

@@ -25,7 +25,7 @@ from kilonerf.train.loop import TrainingResult, run_training
 from kilonerf.train.occupancy import build_student_occupancy
 from kilonerf.run.folder import RunDir
 from kilonerf.train.student_io import load_student, save_student
-from kilonerf.run.models import run_teacher
+from kilonerf.run.models import load_run_scene, run_scene_type, run_teacher
 from kilonerf.train.teacher import train_teacher
 
 
@@ -41,6 +41,7 @@ def open_run(
     teacher: str | None = None,
     no_distill: bool = False,
     overrides: dict[str, str] | None = None,
+    scene_type: str | None = None,
 ) -> tuple[RunDir, PipelineConfig, Scene]:
     """Create ``out`` as a new run (config resolved from the preset, ``overrides`` applied as
     ``--set`` does, every setting checked, then saved) or reopen an existing one (its saved
@@ -49,7 +50,7 @@ def open_run(
     if run.root.exists() and not run.root.is_dir():
         raise RunError(f"{run.root}: is a file, not a run folder; choose another --out")
     if run.exists():
-        meta, cfg = run.read_meta(), run.read_config()
+        cfg = run.read_config()
         for folder in (run.root, *(run.stage_checkpoint(s).parent for s in STAGES)):
             remove_stale_temps(folder)  # left by a kill during a write; never read
         for name, asked, have in (("preset", preset, cfg.preset), ("teacher", teacher, cfg.teacher)):
@@ -57,14 +58,17 @@ def open_run(
                 raise RunError(f"{run.meta_path}: this run uses {name} '{have}', not '{asked}'; use a new --out")
         if no_distill and not cfg.no_distill:
             raise RunError(f"{run.meta_path}: this run was created with distillation; use a new --out for --no-distill")
-        scene = load_scene(Path(data) if data is not None else Path(meta["data"]))
+        have = run_scene_type(run)
+        if scene_type not in (None, "auto", have):
+            raise RunError(f"{run.meta_path}: this run uses scene type '{have}', not '{scene_type}'; use a new --out")
+        scene = load_run_scene(run, data)
         return run, cfg, scene
     if data is None:
         raise RunError(f"{run.root}: no run here yet; give the scene folder to train on")
     cfg = new_config(preset or "cpu", teacher or "fast", no_distill, overrides)
     check_new_run_root(run, Path(data))
-    scene = load_scene(data)
-    run.write_meta({"data": str(Path(data).resolve()), "config": cfg.to_dict()})
+    scene = load_scene(data, scene_type=scene_type or "auto")
+    run.write_meta({"data": str(Path(data).resolve()), "scene_type": scene.scene_type, "config": cfg.to_dict()})
     return run, cfg, scene
 
 

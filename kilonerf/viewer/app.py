@@ -20,10 +20,9 @@ import numpy as np
 import torch
 import viser
 
-from kilonerf.data.load import load_scene
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
-from kilonerf.run.models import available_models, run_scene_path
+from kilonerf.run.models import available_models, load_run_scene
 from kilonerf.run.folder import RunDir
 from kilonerf.viewer.adaptive import PreviewSizer
 from kilonerf.viewer.camera import from_opencv, home_view, scene_up
@@ -199,5 +198,5 @@ def open_viewer(run_path: str | Path, data: str | Path | None = None, device: to
     near/far and background) is the run's own unless ``data`` names another copy of it."""
     run = RunDir(Path(run_path))
     run.read_meta()
-    scene = load_scene(data if data is not None else run_scene_path(run))
+    scene = load_run_scene(run, data)
     return Viewer(run, scene, device, options)

@@ -103,9 +103,9 @@ def test_odd_intrinsics_round_trip(tmp_path: Path, writer, per_image: bool) -> N
 
 
 def test_llff_to_nsvf(fern_llff: Path, tmp_path: Path) -> None:
-    src = load_scene(fern_llff, splits=["test"])
+    src = load_scene(fern_llff, splits=["test"], scene_type="object")
     convert_scene(fern_llff, tmp_path / "fern", to="nsvf")
-    out = load_scene(tmp_path / "fern", splits=["test"])
+    out = load_scene(tmp_path / "fern", splits=["test"], scene_type="object")
     assert_same_scene(src, out)
 
 

@@ -113,7 +113,7 @@ def test_blender_side_files_and_intrinsic_keys(tmp_path: Path) -> None:
 
 def test_fern_llff(fern_llff: Path) -> None:
     assert detect_format(fern_llff) == "llff"
-    scene = load_scene(fern_llff)
+    scene = load_scene(fern_llff, scene_type="object")  # the loader's world units
     raw = np.load(fern_llff / "poses_bounds.npy")
     mats = raw[:, :15].reshape(-1, 3, 5)
     assert len(scene) == 20 and all(img.shape == (378, 504, 3) for img in scene.images)

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from kilonerf.render.dense import render_dense
-from kilonerf.render.volume import alpha_from_density, composite, stratified_samples, uniform_samples
+from kilonerf.render.packed import packed_composite
+from kilonerf.render.volume import composite, composite_weights, stratified_samples, uniform_samples
 
 E = math.exp
 
@@ -20,13 +21,11 @@ def test_three_samples_by_hand() -> None:
     rgb = torch.eye(3, dtype=torch.float64)[None]  # red, green, blue samples
     background = torch.tensor([0.2, 0.4, 0.6], dtype=torch.float64)
 
-    alpha = alpha_from_density(sigma, deltas)
-    torch.testing.assert_close(alpha[0], torch.tensor([1 - E(-0.5), 1 - E(-1.0), 1 - E(-0.5)], dtype=torch.float64))
-    out = composite(alpha, rgb, t, background)
+    out = composite(sigma * deltas, rgb, t, background)
 
     # Transmittance before each sample: 1, e^-0.5, e^-1.5; the optical depths telescope to 2.
     w = [1 - E(-0.5), E(-0.5) * (1 - E(-1.0)), E(-1.5) * (1 - E(-0.5))]
-    exp = dict(rtol=0, atol=1e-8)  # the renderer adds 1e-10 to each transmittance factor
+    exp = dict(rtol=0, atol=1e-12)
     torch.testing.assert_close(out.weights[0], torch.tensor(w, dtype=torch.float64), **exp)
     torch.testing.assert_close(out.acc[0], torch.tensor(1 - E(-2.0), dtype=torch.float64), **exp)
     rest = E(-2.0)
@@ -34,8 +33,76 @@ def test_three_samples_by_hand() -> None:
     torch.testing.assert_close(out.rgb[0], torch.tensor(want_rgb, dtype=torch.float64), **exp)
     torch.testing.assert_close(out.depth[0], torch.tensor(w[0] * 1 + w[1] * 2 + w[2] * 3, dtype=torch.float64), **exp)
 
-    black = composite(alpha, rgb, t, None)
+    black = composite(sigma * deltas, rgb, t, None)
     torch.testing.assert_close(black.rgb[0], torch.tensor(w, dtype=torch.float64), **exp)
+
+
+def _product_reference(tau: Tensor, trans_in: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """The obvious loop: T *= 1 - alpha, a ray stops at the first T <= threshold."""
+    w = torch.zeros_like(tau)
+    trans = trans_in.clone()
+    for r in range(tau.shape[0]):
+        for i in range(tau.shape[1]):
+            if trans[r] <= threshold:
+                break
+            alpha = 1 - math.exp(-float(tau[r, i]))
+            w[r, i] = alpha * trans[r]
+            trans[r] = trans[r] * (1 - alpha)
+    return w, trans
+
+
+def test_composite_weights_match_the_product_loop_across_batches() -> None:
+    """Split into two batches of packed samples (trans_in carried over), with rays of no
+    samples and early termination, the weights equal the sample-by-sample product loop."""
+    g = torch.Generator().manual_seed(4)
+    n, s, thr = 9, 14, 0.05
+    tau = torch.rand(n, s, generator=g, dtype=torch.float64) * 0.6
+    tau[2] = 0.0
+    tau[5, 3] = 1e30  # an opaque sample: the ray ends there, later rays are unaffected
+    keep = torch.rand(n, s, generator=g) < 0.7
+    keep[7] = False
+    tau_k = torch.where(keep, tau, 0.0)
+    ref_w, ref_t = _product_reference(tau_k, torch.ones(n, dtype=torch.float64), thr)
+    trans = torch.ones(n, dtype=torch.float64)
+    got = torch.zeros_like(tau)
+    for cols in (slice(0, 6), slice(6, s)):
+        k = keep[:, cols]
+        ray_id = torch.arange(n)[:, None].expand(n, k.shape[1])[k]
+        w, alpha, trans = composite_weights(tau[:, cols][k], ray_id, n, trans_in=trans, threshold=thr)
+        torch.testing.assert_close(alpha, -torch.expm1(-tau[:, cols][k].clamp_max(30)))
+        part = torch.zeros(n, k.shape[1], dtype=torch.float64)
+        part[k] = w
+        got[:, cols] = part
+    torch.testing.assert_close(got, ref_w, rtol=0, atol=1e-12)
+    live = ref_t > thr
+    torch.testing.assert_close(trans[live], ref_t[live], rtol=1e-12, atol=0)
+    assert float(got[5, 4:].abs().max()) == 0.0 and float(got[7].abs().max()) == 0.0
+
+
+def test_composite_weights_gradient_is_finite_at_opaque_samples() -> None:
+    tau = torch.tensor([0.5, 1e6, 0.3], dtype=torch.float64, requires_grad=True)
+    w, _, _ = composite_weights(tau, torch.zeros(3, dtype=torch.int64), 1)
+    (w * torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)).sum().backward()
+    assert torch.isfinite(tau.grad).all() and float(w.detach()[2]) < 1e-12
+
+
+def test_packed_composite_matches_the_dense_composite() -> None:
+    g = torch.Generator().manual_seed(1)
+    n, s = 7, 12
+    tau = torch.rand(n, s, generator=g, dtype=torch.float64) * 2.0
+    keep = torch.rand(n, s, generator=g) < 0.6
+    keep[3] = False  # a ray with no samples at all
+    rgb = torch.rand(n, s, 3, generator=g, dtype=torch.float64)
+    t = torch.arange(s, dtype=torch.float64).expand(n, s)
+    bg = torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64)
+    ref = composite(torch.where(keep, tau, 0.0), rgb, t, bg)
+    ray_id = torch.arange(n)[:, None].expand(n, s)[keep]
+    weights, _, _ = composite_weights(tau[keep], ray_id, n)
+    color, acc = packed_composite(weights, rgb[keep], ray_id, n, bg)
+    torch.testing.assert_close(weights, ref.weights[keep], rtol=0, atol=1e-12)
+    torch.testing.assert_close(color, ref.rgb, rtol=0, atol=1e-12)
+    torch.testing.assert_close(acc, ref.acc, rtol=0, atol=1e-12)
+    torch.testing.assert_close(color[3], bg)
 
 
 def test_stratified_samples_one_per_bin() -> None:

@@ -17,11 +17,11 @@ from kilonerf.data.procedural import look_at
 from kilonerf.data.rays import RayTable
 from kilonerf.data.scene import Scene
 from kilonerf.kernels.encoding import positional_encoding
+from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.occupancy.sampling import march_occupied
-from kilonerf.render.packed import packed_composite, packed_distortion, packed_weights
+from kilonerf.render.packed import packed_distortion
 from kilonerf.fields.grid_sampling import corner_weights, gather_lerp, resample_grid, to_lattice
 from kilonerf.fields.grid_teacher import GridTeacherField
-from kilonerf.render.volume import composite
 from kilonerf.train.fast_teacher import FastTeacherTrainer
 from kilonerf.train.config import FastTeacherConfig
 
@@ -67,25 +67,6 @@ def test_resample_grid_reproduces_a_linear_function() -> None:
 
 
 # ---- packed compositing and marching --------------------------------------------------------
-def test_packed_composite_matches_reference_composite() -> None:
-    g = torch.Generator().manual_seed(1)
-    n, s = 7, 12
-    sigma_delta = torch.rand(n, s, generator=g, dtype=torch.float64) * 2.0
-    keep = torch.rand(n, s, generator=g) < 0.6
-    keep[3] = False  # a ray with no samples at all
-    rgb = torch.rand(n, s, 3, generator=g, dtype=torch.float64)
-    t = torch.arange(s, dtype=torch.float64).expand(n, s)
-    bg = torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64)
-    ref = composite(torch.where(keep, 1.0 - torch.exp(-sigma_delta), 0.0), rgb, t, bg)
-    ray_id = torch.arange(n)[:, None].expand(n, s)[keep]
-    weights, alpha = packed_weights(sigma_delta[keep], ray_id, n)
-    color, acc = packed_composite(weights, rgb[keep], ray_id, n, bg)
-    assert torch.allclose(weights, ref.weights[keep], atol=1e-9)
-    assert torch.allclose(alpha, 1.0 - torch.exp(-sigma_delta[keep]))
-    assert torch.allclose(color, ref.rgb, atol=1e-9) and torch.allclose(acc, ref.acc, atol=1e-9)
-    assert torch.allclose(color[3], bg)
-
-
 def test_packed_distortion_matches_double_sum() -> None:
     g = torch.Generator().manual_seed(3)
     n, s, delta = 5, 9, 0.1
@@ -102,6 +83,8 @@ def test_packed_distortion_matches_double_sum() -> None:
 
 
 def test_march_occupied_matches_brute_force() -> None:
+    """The jittered march of the grid teacher: samples near + (k + u) * step before far, kept in
+    occupied cells (the bitfield is (Cz, Cy, Cx), the occupancy grid (X, Y, Z))."""
     g = torch.Generator().manual_seed(2)
     n = 50
     origins = torch.randn(n, 3, generator=g) * 0.2 + torch.tensor([0.0, 0.0, 3.0])
@@ -112,7 +95,10 @@ def test_march_occupied_matches_brute_force() -> None:
     far[0] = near[0]  # an empty segment
     jitter = torch.rand(n, generator=g)
     step = 0.05
-    got = march_occupied(origins, dirs, near, far, step, box_min, box_max, occ, jitter)
+    count = torch.ceil(((far - near) / step - jitter).clamp_min(0)).long()
+    grid = OccupancyGrid.from_dense(occ.permute(2, 1, 0), torch.stack([box_min, box_max]))
+    got = march_occupied(origins, dirs, near + jitter * step, torch.full((n,), step), torch.zeros_like(count),
+                         count, grid, max_points=512)  # several sub-batches
     ks = torch.arange(200, dtype=torch.float32)
     t = near[:, None] + (ks + jitter[:, None]) * step
     pts = origins[:, None] + t[..., None] * dirs[:, None]
@@ -123,6 +109,7 @@ def test_march_occupied_matches_brute_force() -> None:
     ok = (t < far[:, None]) & inside & occ[c[..., 2], c[..., 1], c[..., 0]]
     assert torch.equal(got.ray_id, torch.arange(n)[:, None].expand(n, 200)[ok])
     assert torch.allclose(got.t, t[ok], atol=1e-5)
+    assert torch.equal(got.counts, ok.sum(1))
     assert got.ray_id.numel() > 0 and not (got.ray_id == 0).any()
 
 

@@ -52,6 +52,8 @@ typedef struct {
 typedef float vf __attribute__((vector_size(64)));
 typedef int32_t vi __attribute__((vector_size(64)));
 #define VL 16
+/* volume.MAX_OPTICAL_THICKNESS: the opacity is 1 to float precision beyond it. */
+#define KN_MAX_OPTICAL_THICKNESS 30.0f
 
 static inline vf vsel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
 
@@ -300,7 +302,7 @@ static int64_t render_tile(const kn_render_args *A, const kn_params *P, tile_buf
             begin = end;
         }
         LAP(2);
-        /* Composite front to back (volume.composite's recurrence, including its 1e-10). */
+        /* Composite front to back (volume.composite_weights' recurrence and its cap on tau). */
         int64_t keep = 0;
         for (int64_t a = 0; a < nact; a++) {
             int64_t i = B->act[a], r = r0 + i;
@@ -311,14 +313,15 @@ static int64_t render_tile(const kn_render_args *A, const kn_params *P, tile_buf
                 if (T <= A->ert_threshold) break;
                 float raw = B->s_sigma[s];
                 float sig = raw > 0.0f ? raw : (A->leaky_density ? 0.01f * raw : 0.0f);
-                float alpha = 1.0f - expf(-(sig * A->step[r]));
+                float tau = fminf(sig * A->step[r], KN_MAX_OPTICAL_THICKNESS);
+                float keep_frac = expf(-tau), alpha = 1.0f - keep_frac;
                 float w = alpha * T;
                 cr += w * B->s_rgb[3 * s];
                 cg += w * B->s_rgb[3 * s + 1];
                 cb += w * B->s_rgb[3 * s + 2];
                 dep += w * B->s_t[s];
                 ac += w;
-                T = T * ((1.0f - alpha) + 1e-10f);
+                T = T * keep_frac;
             }
             B->rgb[3 * i] += cr;
             B->rgb[3 * i + 1] += cg;
