@@ -1,7 +1,7 @@
 """Whole pipeline on a scene: stage times, teacher vs student quality, student render time.
 
     python benchmarks/pipeline.py ../shared/data/lego_100 --out runs/lego100 [--no-distill] [--json F]
-        [--reuse-teacher RUN] [--set SECTION.NAME=VALUE ...]
+        [--reuse-teacher RUN] [--scene-type auto|object|forward] [--set SECTION.NAME=VALUE ...]
 
 Runs (or resumes) `kilonerf train` with the given preset, then evaluates teacher and student
 on the val split and prints one table. Numbers depend on the machine: quote them with it.
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--no-distill", action="store_true")
     ap.add_argument("--split", default="val")
+    ap.add_argument("--scene-type", default="auto", help="auto, object or forward (as `kilonerf train`)")
     ap.add_argument("--json")
     ap.add_argument("--reuse-teacher", metavar="RUN",
                     help="copy the teacher checkpoint and occupancy grid of another run of the same scene and preset "
@@ -40,7 +41,7 @@ def main() -> None:
     reuse_freed_memory()  # as the kilonerf command does
     device = default_device()
     overrides = dict(item.split("=", 1) for item in args.set)
-    run, cfg, scene = open_run(args.data, args.out, args.preset, None, args.no_distill, overrides)
+    run, cfg, scene = open_run(args.data, args.out, args.preset, None, args.no_distill, overrides, args.scene_type)
     if args.reuse_teacher:
         src = RunDir(Path(args.reuse_teacher))
         for path_of in (lambda r: r.stage_checkpoint("teacher"), lambda r: r.occupancy_path):
@@ -66,7 +67,7 @@ def main() -> None:
     print(f"machine: {machine}")
     if args.json:
         atomic_write_json(args.json, {
-            "machine": machine, "preset": args.preset, "no_distill": args.no_distill, "stage_seconds": times,
+            "machine": machine, "scene_type": scene.scene_type, "preset": args.preset, "no_distill": args.no_distill, "stage_seconds": times,
             **{m: {k: r[k] for k in ("psnr", "ssim", "ssim_skimage", "lpips", "ms_per_frame")} for m, r in rows.items()},
         })  # fmt: skip
 

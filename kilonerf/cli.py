@@ -41,7 +41,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     overrides = dict(_parse_setting(s) for s in args.set)
     run, cfg, scene = open_run(args.data, args.out, args.preset, args.teacher, args.no_distill, overrides,
-                               args.scene_type)  # fmt: skip
+                               args.scene_type, args.downscale, args.max_size)  # fmt: skip
     device = torch_device(args.device)
     print(f"run {run.root}: preset {cfg.preset}, teacher {cfg.teacher}, device {device}")
     run_pipeline(run, cfg, scene, device, [args.stage] if args.stage else None)
@@ -179,6 +179,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def at_least_one(text: str) -> float:
+    value = float(text)
+    if not 1.0 <= value < float("inf"):
+        raise ValueError(text)
+    return value
+
+
 def torch_device(name: str | None):  # noqa: ANN201 - torch imported lazily to keep --help fast
     """The ``--device`` option: the named device, or cuda when available else cpu for None."""
     import torch
@@ -267,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-distill", action="store_true", help="train the tiny MLPs from scratch (the paper's ablation)")
     p.add_argument("--scene-type", choices=("auto", *SCENE_TYPES), default="auto",
                    help="object (a box around the scene) or forward (forward-facing, NDC); default: from the cameras")
+    p.add_argument("--downscale", type=at_least_one, metavar="N", help="train on images N times smaller than the files")
+    p.add_argument("--max-size", type=positive_int, metavar="PIXELS",
+                   help="train on images at most this long on a side (the cpu preset's default: 800)")
     _add_device(p)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                    help="override one setting of a new run, e.g. finetune_loop.max_steps=200")

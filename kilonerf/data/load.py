@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from kilonerf.data.scene import SPLIT_NAMES, Scene
+from kilonerf.data.resize import downscale_scene, scale_factor
 from kilonerf.data.scene_types import apply_scene_type
 from kilonerf.errors import SceneError
 
@@ -46,6 +47,8 @@ def load_scene(
     splits: Sequence[str] | None = None,
     background: Sequence[float] | np.ndarray | None = None,
     scene_type: str = "auto",
+    downscale: float | None = None,
+    max_size: int | None = None,
 ) -> Scene:
     """Load a scene folder of any supported format (detected automatically).
 
@@ -57,6 +60,8 @@ def load_scene(
             ``background_color.txt`` or the format's default.
         scene_type: ``auto`` (detected from the cameras), ``object`` or ``forward``
             (:func:`~kilonerf.data.scene_types.apply_scene_type`).
+        downscale, max_size: divide image sizes by ``downscale`` and/or until the longest side
+            is at most ``max_size`` pixels (:func:`~kilonerf.data.resize.scale_factor`).
     Returns:
         A :class:`Scene` in the project's conventions (see ``kilonerf/data/scene.py``).
     """
@@ -70,6 +75,9 @@ def load_scene(
     else:
         from kilonerf.data.ngp import load_ngp as loader
     scene = check_scene_numbers(loader(path, splits=splits, background=background), Path(path))
+    if downscale is not None or max_size is not None:
+        sizes = [scene.image_size(i) for i in range(len(scene))]
+        scene = downscale_scene(scene, scale_factor(sizes, downscale, max_size))
     return apply_scene_type(scene, scene_type)
 
 

@@ -75,9 +75,14 @@ class RayTable:
         ids = torch.randint(0, len(self), (n,), device=self.device, generator=generator)
         return self.rays(ids)
 
-    def image(self, k: int) -> tuple[Tensor, Tensor, Tensor]:
-        """All rays of the split's ``k``-th image, row-major: origins, dirs, rgb (H*W, 3)."""
-        ids = torch.arange(int(self.offsets[k]), int(self.offsets[k + 1]), device=self.device)
+    def image(self, k: int, max_pixels: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """All rays of the split's ``k``-th image, row-major: origins, dirs, rgb (H*W, 3); with
+        ``max_pixels``, at most that many of them, evenly strided (always the same ones)."""
+        lo, hi = int(self.offsets[k]), int(self.offsets[k + 1])
+        if max_pixels is not None and hi - lo > max_pixels:
+            ids = torch.linspace(lo, hi - 1, max_pixels, device=self.device).round().long()
+        else:
+            ids = torch.arange(lo, hi, device=self.device)
         return self.rays(ids)
 
 

@@ -62,6 +62,8 @@ class Scene:
     """``object`` or ``forward`` (``scene_types.py``; ``load_scene`` resolves it)."""
     ray_map: RayMap | None = None
     """World rays -> the fields' space; None for ``object``."""
+    downscale: float = 1.0
+    """How many times smaller than the files the images are (``load_scene``'s resizing)."""
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -108,6 +110,7 @@ class Scene:
             alphas=None if self.alphas is None else [self.alphas[i] for i in idx],
             scene_type=self.scene_type,
             ray_map=self.ray_map,
+            downscale=self.downscale,
         )
 
     def stacked_images(self, split: str) -> np.ndarray:

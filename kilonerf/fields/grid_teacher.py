@@ -36,9 +36,11 @@ from kilonerf.kernels.encoding import encoded_dim, positional_encoding
 from kilonerf.fields.grid_sampling import corner_weights, gather_lerp, resample_grid, to_lattice
 
 
-def lattice_shape(box_min: Tensor, box_max: Tensor, longest: int) -> tuple[int, int, int]:
-    """(Rx, Ry, Rz) node counts giving about cubic cells, ``longest`` nodes on the longest axis."""
-    ext = (box_max - box_min).tolist()
+def lattice_shape(box_min: Tensor, box_max: Tensor, longest: int,
+                  aspect: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> tuple[int, int, int]:  # fmt: skip
+    """(Rx, Ry, Rz) node counts giving cells of about the shape ``aspect`` (cubic by default),
+    ``longest`` nodes on the axis that gets the most."""
+    ext = [e / a for e, a in zip((box_max - box_min).tolist(), aspect)]
     cell = max(ext) / (longest - 1)
     return tuple(max(2, int(round(e / cell)) + 1) for e in ext)  # type: ignore[return-value]
 
@@ -48,8 +50,10 @@ class GridTeacherField(nn.Module):
 
     def __init__(self, box_min: Tensor, box_max: Tensor, density_res: int = 64, feature_res: int = 64,
                  feature_dim: int = 12, hidden: int = 64, dir_freqs: int = 4, sigma_init: float = 0.1,
-                 density_scale: float = 1.0) -> None:
+                 density_scale: float = 1.0, cell_aspect: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
         super().__init__()
+        self.cell_aspect = cell_aspect
+        """Relative cell length per axis for new lattices (:func:`lattice_shape`)."""
         self.feature_dim = feature_dim
         self.dir_freqs = dir_freqs
         # sigma = scale * softplus(raw + shift). The scale (DVGO's 1 / base voxel size) lets
@@ -60,8 +64,8 @@ class GridTeacherField(nn.Module):
             [float(density_scale), math.log(math.expm1(sigma_init / density_scale))], dtype=torch.float64))
         self.register_buffer("box_min", torch.as_tensor(box_min, dtype=torch.float32).clone())
         self.register_buffer("box_max", torch.as_tensor(box_max, dtype=torch.float32).clone())
-        dres = lattice_shape(self.box_min, self.box_max, density_res)
-        fres = lattice_shape(self.box_min, self.box_max, feature_res)
+        dres = lattice_shape(self.box_min, self.box_max, density_res, cell_aspect)
+        fres = lattice_shape(self.box_min, self.box_max, feature_res, cell_aspect)
         self.density_grid = nn.Parameter(torch.zeros(1, dres[2], dres[1], dres[0]))
         self.feature_grid = nn.Parameter(torch.zeros(feature_dim, fres[2], fres[1], fres[0]))
         self.register_buffer("occupancy", torch.ones(dres[2] - 1, dres[1] - 1, dres[0] - 1, dtype=torch.bool))
@@ -127,8 +131,8 @@ class GridTeacherField(nn.Module):
         """
         box_min = torch.as_tensor(box_min, dtype=torch.float32, device=self.box_min.device)
         box_max = torch.as_tensor(box_max, dtype=torch.float32, device=self.box_min.device)
-        dres = lattice_shape(box_min, box_max, density_res)
-        fres = lattice_shape(box_min, box_max, feature_res)
+        dres = lattice_shape(box_min, box_max, density_res, self.cell_aspect)
+        fres = lattice_shape(box_min, box_max, feature_res, self.cell_aspect)
         dens = resample_grid(self.density_grid.data, self.box_min, self.box_max, box_min, box_max, dres,
                              self.empty_raw)
         feat = resample_grid(self.feature_grid.data, self.box_min, self.box_max, box_min, box_max, fres, 0.0)

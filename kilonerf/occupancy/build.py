@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from tqdm import tqdm
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -21,8 +22,9 @@ def build_occupancy(
     samples_per_axis: int = 3,
     chunk: int = 1 << 18,
     device: torch.device | str = "cpu",
+    progress: bool = True,
 ) -> OccupancyGrid:
-    """Mark voxels where ``field`` is dense.
+    """Mark voxels where ``field`` is dense (with a progress bar unless ``progress`` is False).
 
     Each voxel gets ``s = samples_per_axis`` samples per axis on a lattice that includes its
     corners, so neighbours share their faces: density is evaluated once on the
@@ -55,7 +57,7 @@ def build_occupancy(
     yz = torch.stack(torch.meshgrid(coords[1], coords[2], indexing="ij"), dim=-1).reshape(-1, 2)
     out = torch.zeros(res, dtype=torch.bool, device=device)
     carry: Tensor | None = None  # the last lattice plane of the previous slab, shared
-    for v0 in range(0, res[0], slab_voxels):
+    for v0 in tqdm(range(0, res[0], slab_voxels), desc="occupancy", unit="slab", disable=not progress):
         v1 = min(v0 + slab_voxels, res[0])
         p0 = k * v0 + (0 if carry is None else 1)
         xs = coords[0][p0 : k * v1 + 1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+from tqdm import tqdm
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -110,6 +111,7 @@ def unseen_voxels(
     near: float,
     *,
     chunk: int = 1 << 20,
+    progress: bool = True,
 ) -> Tensor:
     """Space carving: the ``candidates`` that no camera sees as empty space.
 
@@ -143,8 +145,10 @@ def unseen_voxels(
     flat = torch.nonzero(candidates.reshape(-1)).squeeze(1)
     out = torch.zeros(candidates.numel(), dtype=torch.bool, device=device)
     yz = int(res[1] * res[2])
+    bar = tqdm(total=flat.numel(), desc="carving", unit="voxel", unit_scale=True, disable=not progress)
     for c0 in range(0, flat.numel(), chunk):
         ids = flat[c0:c0 + chunk]
+        count = int(ids.numel())
         ijk = torch.stack([ids // yz, (ids // int(res[2])) % int(res[1]), ids % int(res[2])], dim=1)
         centres = bbox[0] + (ijk.float() + 0.5) * size
         for pose, intr, depth in zip(poses, intrinsics, pooled):
@@ -153,4 +157,6 @@ def unseen_voxels(
             keep = ~seen_in_front(centres, pose, intr, depth, margin, near)
             ids, centres = ids[keep], centres[keep]
         out[ids] = True
+        bar.update(count)
+    bar.close()
     return out.reshape(candidates.shape)

@@ -86,5 +86,12 @@ def run_scene_type(run: RunDir) -> str:
 
 
 def load_run_scene(run: RunDir, data: str | Path | None = None, splits: list[str] | None = None) -> Scene:
-    """The run's scene (or the same scene from ``data``), in the scene type it was trained with."""
-    return load_scene(data if data is not None else run_scene_path(run), splits=splits, scene_type=run_scene_type(run))
+    """The run's scene (or the same scene from ``data``), in the scene type and at the image
+    size it was trained with."""
+    meta = run.read_meta()
+    size = {k: meta.get(k) for k in ("downscale", "max_size")}
+    for key, value in size.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1):
+            raise RunError(f"{run.meta_path}: '{key}' must be a number >= 1, got {value!r}")
+    return load_scene(data if data is not None else run_scene_path(run), splits=splits, scene_type=run_scene_type(run),
+                      **size)  # fmt: skip

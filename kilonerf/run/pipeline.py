@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,10 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+CPU_MAX_SIZE = 800
+"""Longest image side the ``cpu`` preset trains on by default (pixels)."""
+
+
 def open_run(
     data: str | Path | None,
     out: str | Path,
@@ -42,10 +47,14 @@ def open_run(
     no_distill: bool = False,
     overrides: dict[str, str] | None = None,
     scene_type: str | None = None,
+    downscale: float | None = None,
+    max_size: int | None = None,
 ) -> tuple[RunDir, PipelineConfig, Scene]:
     """Create ``out`` as a new run (config resolved from the preset, ``overrides`` applied as
     ``--set`` does, every setting checked, then saved) or reopen an existing one (its saved
-    config wins, checked the same way; conflicting options are an error)."""
+    config wins, checked the same way; conflicting options are an error). ``downscale`` and
+    ``max_size`` shrink the photos (the ``cpu`` preset caps the longest side at
+    :data:`CPU_MAX_SIZE` unless either is given)."""
     run = RunDir(Path(out))
     if run.root.exists() and not run.root.is_dir():
         raise RunError(f"{run.root}: is a file, not a run folder; choose another --out")
@@ -61,14 +70,24 @@ def open_run(
         have = run_scene_type(run)
         if scene_type not in (None, "auto", have):
             raise RunError(f"{run.meta_path}: this run uses scene type '{have}', not '{scene_type}'; use a new --out")
+        if downscale is not None or max_size is not None:
+            raise RunError(f"{run.meta_path}: the image size of a run is fixed when it is created; use a new --out")
         scene = load_run_scene(run, data)
         return run, cfg, scene
     if data is None:
         raise RunError(f"{run.root}: no run here yet; give the scene folder to train on")
     cfg = new_config(preset or "cpu", teacher or "fast", no_distill, overrides)
     check_new_run_root(run, Path(data))
-    scene = load_scene(data, scene_type=scene_type or "auto")
-    run.write_meta({"data": str(Path(data).resolve()), "scene_type": scene.scene_type, "config": cfg.to_dict()})
+    capped = downscale is None and max_size is None and cfg.preset == "cpu"
+    if capped:
+        max_size = CPU_MAX_SIZE
+    scene = load_scene(data, scene_type=scene_type or "auto", downscale=downscale, max_size=max_size)
+    if capped and scene.downscale > 1.0:
+        h, w = scene.image_size(0)
+        print(f"kilonerf: the cpu preset trains on images at most {CPU_MAX_SIZE} px on a side: {scene.downscale:.2f}x "
+              f"smaller ({w}x{h}); --max-size or --downscale to choose", file=sys.stderr)
+    run.write_meta({"data": str(Path(data).resolve()), "scene_type": scene.scene_type, "downscale": downscale,
+                    "max_size": max_size, "config": cfg.to_dict()})  # fmt: skip
     return run, cfg, scene
 
 

@@ -81,11 +81,17 @@ def crop_pixel_ids(table: RayTable, frac: float) -> Tensor:
     return ids if ids.numel() else torch.arange(len(table), device=table.device)
 
 
+VAL_MAX_PIXELS = 1 << 16
+"""Pixels of one view a validation renders at most (evenly strided beyond), so that validating
+a megapixel capture costs what a small one does."""
+
+
 def validation_psnr(trainable: Trainable, val_rays: RayTable, views: list[int]) -> float:
-    """Mean over ``views`` of each whole image's PSNR (from its MSE), rendered by the trainable."""
+    """Mean over ``views`` of each image's PSNR (from its MSE; at most :data:`VAL_MAX_PIXELS`
+    pixels of each), rendered by the trainable."""
     psnrs = []
     for k in views:
-        origins, dirs, rgb = val_rays.image(k)
+        origins, dirs, rgb = val_rays.image(k, VAL_MAX_PIXELS)
         pred = trainable.render_rays(origins, dirs).float().clamp(0.0, 1.0)
         psnrs.append(mse_to_psnr(float(torch.mean((pred - rgb) ** 2))))
     return sum(psnrs) / len(psnrs)

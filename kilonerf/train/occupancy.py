@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from tqdm import tqdm
 
 from kilonerf.data.cameras import ray_box_intersect
 from kilonerf.data.rays import RayTable
@@ -47,7 +48,10 @@ def build_student_occupancy(
         samples_per_axis=cfg.samples_per_axis, device=device,
     )  # fmt: skip
     grid = grid.dilate(cfg.dilation) if cfg.dilation > 0 else grid
-    return add_unseen(grid, field, scene, device) if cfg.keep_unseen else grid
+    # Carving compares world distances with the cameras' depth maps, which a mapped scene
+    # type does not have; forward-facing novel views stay near the cameras, which see what
+    # the teacher marked, so there are no hidden regions for them to reveal.
+    return add_unseen(grid, field, scene, device) if cfg.keep_unseen and scene.ray_map is None else grid
 
 
 def training_depths(field: RadianceField, scene: Scene, box: torch.Tensor, step: float, device: torch.device) -> list[torch.Tensor]:
@@ -57,7 +61,7 @@ def training_depths(field: RadianceField, scene: Scene, box: torch.Tensor, step:
     observed beyond it)."""
     table = RayTable(scene, "train", device=device)
     depths = []
-    for k, (h, w) in enumerate(table.sizes):
+    for k, (h, w) in enumerate(tqdm(table.sizes, desc="depth maps", unit="image")):
         origins, dirs, _ = table.image(k)
         t0, t1, hit = ray_box_intersect(origins, dirs, box.to(device))
         near = t0.clamp_min(scene.near)

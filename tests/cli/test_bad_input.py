@@ -159,3 +159,10 @@ def test_eval_without_lpips_weights_keeps_psnr_and_ssim(scene_32: Path, monkeypa
     row = format_table({"student": first}).splitlines()[-1]
     assert "–" in row and f"{first['psnr']:.2f}" in row
     assert json.loads(json.dumps(first))["lpips"] is None  # valid JSON: null, not NaN
+
+
+def test_forward_scene_type_for_cameras_all_around(tiny_scene: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    assert main(["train", str(tiny_scene), "--out", str(tmp_path / "run"), "--scene-type", "forward"]) == 2
+    _one_line_error(capsys, "scene type 'forward' needs cameras that look one way", "--scene-type object")
+    assert not (tmp_path / "run").exists()

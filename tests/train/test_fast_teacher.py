@@ -299,3 +299,11 @@ def test_coarse_phase_colours_every_sample() -> None:
     trainer.stage = 1  # past the coarse phase: faint samples are skipped (black) again
     with torch.no_grad():
         assert float(trainer.render(o, d, None, black).rgb.max()) == 0.0
+
+
+def test_lattice_aspect_puts_fewer_nodes_along_depth() -> None:
+    from kilonerf.fields.grid_teacher import lattice_shape
+
+    lo, hi = torch.tensor([-1.0, -1.0, -1.0]), torch.tensor([1.0, 0.0, 1.0])
+    assert lattice_shape(lo, hi, 65) == (65, 33, 65)
+    assert lattice_shape(lo, hi, 65, (1.0, 1.0, 4.0)) == (65, 33, 17)
