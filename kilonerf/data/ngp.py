@@ -1,8 +1,10 @@
 """instant-ngp / nerfstudio scenes: one ``transforms.json`` for all frames.
 
 - Intrinsics per frame or global: ``fl_x fl_y cx cy w h``, or ``camera_angle_x`` (and
-  ``camera_angle_y``); see :func:`kilonerf.data.blender.frame_intrinsics`. Distortion
-  coefficients are ignored. Frames may differ in size (each image keeps its own intrinsics).
+  ``camera_angle_y``); see :func:`kilonerf.data.blender.frame_intrinsics`. Frames may differ
+  in size (each image keeps its own intrinsics).
+- Lens distortion ``k1 k2 k3 p1 p2`` (per frame or global): each photo (and its alpha) is
+  undistorted once at load (:mod:`kilonerf.data.distortion`); fisheye models are refused.
 - Poses: 4 x 4 camera-to-world in OpenGL axes, as instant-ngp and nerfstudio write them.
 - Scene box: instant-ngp maps a world point p to ``p * scale + offset`` (defaults 0.33 and
   0.5) and renders the cube of side ``aabb_scale`` (default 1) centred at 0.5 in that space; we
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from kilonerf.data.blender import frame_image_path, frame_intrinsics, frame_pose, read_frames
+from kilonerf.data.distortion import frame_distortion, undistort_image
 from kilonerf.data.images import read_rgb_alpha_many
 from kilonerf.data.files import holdout_selection, is_finite_number, near_far_from_box, scene_extras, wanted_splits
 from kilonerf.data.scene import SPLIT_NAMES, Scene
@@ -98,6 +101,12 @@ def load_ngp(
         [frame_intrinsics(meta, kept[i][0], *img.shape[:2], json_path, kept[i][1]) for img, i in zip(images, keep)],
         dtype=np.float64,
     ).reshape(-1, 4)
+    for j, i in enumerate(keep):
+        coeffs = frame_distortion(meta, kept[i][0], json_path, kept[i][1])
+        if coeffs is not None:
+            images[j] = undistort_image(images[j], intrinsics[j], coeffs, fill=bg * 255.0)
+            if alphas is not None:
+                alphas[j] = undistort_image(alphas[j], intrinsics[j], coeffs)
     pose_arr = np.array(poses, dtype=np.float64).reshape(-1, 4, 4)
     if bbox is None:
         bbox = ngp_box(meta, json_path)

@@ -36,7 +36,7 @@ def _area_resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     h, w = shape
     if image.shape[:2] == (h, w):
         return image
-    return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BOX))
+    return np.array(Image.fromarray(image).resize((w, h), Image.Resampling.BOX))  # writable, as decoded images are
 
 
 def downscale_scene(scene: Scene, factor: float) -> Scene:

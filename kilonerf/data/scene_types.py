@@ -160,7 +160,12 @@ def apply_scene_type(scene: Scene, scene_type: str = "auto") -> Scene:
     far = float(length.max()) * (1.0 + 1e-6)
     if not math.isfinite(far) or not np.isfinite(bbox).all():
         raise SceneError(scene.root or "scene", "the cameras do not fit a forward-facing (NDC) mapping")
-    return replace(scene, bbox=bbox, near=0.0, far=far, scene_type="forward", ray_map=mapping)
+    # Every pixel of a forward-facing capture sees a surface (nothing lies beyond infinity), so
+    # the photos are fully opaque: a teacher that fits the alpha (its mask loss) cannot explain
+    # dark pixels by letting the black background show through haze, which fitted the training
+    # views but not the held-out ones, and left rays too transparent for early termination.
+    opaque = scene.alphas or [np.full(im.shape[:2], 255, np.uint8) for im in scene.images]
+    return replace(scene, bbox=bbox, near=0.0, far=far, scene_type="forward", ray_map=mapping, alphas=opaque)
 
 
 def scene_rays(ray_map: RayMap | None, pose: Tensor, intrinsics: Tensor, pixels: Tensor) -> tuple[Tensor, Tensor]:

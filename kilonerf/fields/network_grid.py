@@ -20,10 +20,12 @@ from kilonerf.errors import KiloNerfError
 from kilonerf.fields.box_cells import box_cells, box_inside
 
 
-def grid_resolution(bbox: Tensor, max_res: int = 16) -> tuple[int, int, int]:
+def grid_resolution(bbox: Tensor, max_res: int = 16,
+                    aspect: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> tuple[int, int, int]:  # fmt: skip
     """Cells per axis: ``max_res`` on the longest axis, ``ceil(max_res * extent_i / max_extent)``
-    on the others (so cells are about cubic). ``bbox`` is (2, 3) min and max corners."""
-    extent = (bbox[1] - bbox[0]).to(torch.float64)
+    on the others (so cells are about cubic, or of the shape ``aspect``: relative cell length
+    per axis, extents divided by it). ``bbox`` is (2, 3) min and max corners."""
+    extent = (bbox[1] - bbox[0]).to(torch.float64) / torch.tensor(aspect, dtype=torch.float64)
     if bool((extent <= 0).any()) or max_res < 1:
         raise KiloNerfError(f"network grid: empty box {bbox.tolist()} or max_res {max_res} < 1")
     longest = float(extent.max())

@@ -15,11 +15,12 @@ from kilonerf.data.load import load_scene
 from kilonerf.data.rays import RayTable
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
+from kilonerf.fields.network_grid import grid_resolution
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.io import atomic_write_json, check_output_parent, read_json, remove_stale_temps, safe_torch_load
 from kilonerf.names import STAGES
 from kilonerf.occupancy.grid import OccupancyGrid
-from kilonerf.train.config import DistillConfig, FinetuneConfig, PipelineConfig, resolve_config
+from kilonerf.train.config import DistillConfig, FinetuneConfig, PipelineConfig, resolve_config, scene_type_settings
 from kilonerf.train.distill import DistillTrainer
 from kilonerf.train.finetune import FinetuneTrainer
 from kilonerf.train.loop import TrainingResult, run_training
@@ -82,6 +83,9 @@ def open_run(
     if capped:
         max_size = CPU_MAX_SIZE
     scene = load_scene(data, scene_type=scene_type or "auto", downscale=downscale, max_size=max_size)
+    by_type = scene_type_settings(scene.scene_type, cfg.teacher)
+    if by_type:
+        cfg = new_config(cfg.preset, cfg.teacher, no_distill, {**by_type, **(overrides or {})})
     if capped and scene.downscale > 1.0:
         h, w = scene.image_size(0)
         print(f"kilonerf: the cpu preset trains on images at most {CPU_MAX_SIZE} px on a side: {scene.downscale:.2f}x "
@@ -193,7 +197,8 @@ def run_stage(stage: str, run: RunDir, cfg: PipelineConfig, scene: Scene, device
 def new_student(cfg: PipelineConfig, occupancy: OccupancyGrid, device: torch.device) -> MultiNetField:
     """A freshly initialised student on the occupancy grid's box (the paper's shared init)."""
     s = cfg.student_config()
-    return MultiNetField(occupancy.bbox.cpu(), max_res=s.max_res, hidden=s.hidden, shared_init=s.shared_init,
+    res = grid_resolution(occupancy.bbox.cpu(), s.max_res, s.cell_aspect)
+    return MultiNetField(occupancy.bbox.cpu(), res=res, hidden=s.hidden, shared_init=s.shared_init,
                          seed=cfg.seed, backend=s.backend).to(device)  # fmt: skip
 
 

@@ -41,7 +41,7 @@ def build_student_occupancy(
     """The paper's occupancy grid over the student's box: ``resolution_factor`` x the network
     grid per axis, ``samples_per_axis``^3 samples per voxel, then ``dilation``."""
     box = student_box(field, scene, cfg, device)
-    res = default_resolution(grid_resolution(box, student.max_res), cfg.resolution_factor)
+    res = default_resolution(grid_resolution(box, student.max_res, student.cell_aspect), cfg.resolution_factor)
     threshold = alpha_from_sigma(cfg.sigma_threshold, PAPER_REF_STEP)
     grid = build_occupancy(
         field, box, res, threshold, ref_step=reference_step(scene.near, scene.far),

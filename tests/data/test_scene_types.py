@@ -85,6 +85,8 @@ def test_forward_scene_maps_its_box_and_rays() -> None:
             assert bool(((p >= box[0] - 1e-9) & (p <= box[1] + 1e-9)).all())
         assert float(length.max()) <= scene.far
     assert scene.subset("train").ray_map is scene.ray_map
+    # Every pixel sees a surface: the photos count as opaque (the teacher's mask loss uses it).
+    assert scene.alphas is not None and all((a == 255).all() for a in scene.alphas)
 
 
 def test_detection_and_forcing() -> None:

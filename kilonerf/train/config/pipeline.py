@@ -116,6 +116,29 @@ def _loop(**kw: Any) -> dict[str, Any]:
     return asdict(LoopConfig(**kw))
 
 
+FORWARD_SETTINGS = {
+    "student.max_res": 32,
+    "student.z_cell_ratio": 4.0,
+}
+"""Forward-facing scenes over any preset (fern at 504 x 378: docs/benchmarks.md): the tiny
+networks finer across the image (16 pixels each there) and coarser along NDC depth."""
+FORWARD_FAST_TEACHER = {
+    "teacher_params.total_steps": 3000,
+    "teacher_loop.max_steps": 3000,
+    "teacher_params.depth_cell_ratio": 3.0,
+    "teacher_params.res_schedule": [[200, 80, 80], [800, 256, 160]],
+}
+"""The same for the fast teacher's grids."""
+
+
+def scene_type_settings(scene_type: str, teacher: str) -> dict[str, Any]:
+    """``SECTION.NAME`` -> value defaults that a scene type sets over the preset's (``--set``
+    still wins)."""
+    if scene_type != "forward":
+        return {}
+    return {**FORWARD_SETTINGS, **(FORWARD_FAST_TEACHER if teacher == "fast" else {})}
+
+
 def resolve_config(preset: str = "cpu", teacher: str = "fast", no_distill: bool = False, seed: int = 0) -> PipelineConfig:
     """The full configuration of a preset: ``cpu`` (minutes on 2 CPU cores at 100 px) or
     ``paper`` (the published hyperparameters, for GPUs)."""

@@ -47,9 +47,17 @@ class StudentConfig(Settings):
     SECTION = "student"
 
     max_res: int = setting(16, ge=1)
+    """Networks along the axis that gets the most."""
+    z_cell_ratio: float = setting(1.0, gt=0)
+    """Network cells this many times longer along z than along x and y (forward-facing scenes
+    set it: their z is NDC depth, where the views resolve less than across the image)."""
     hidden: int = setting(32, ge=1)
     shared_init: bool = setting(True)
     backend: str = setting("torch_ref", choices=STUDENT_BACKENDS)
+
+    @property
+    def cell_aspect(self) -> tuple[float, float, float]:
+        return (1.0, 1.0, self.z_cell_ratio)
 
 
 @dataclass(frozen=True)
