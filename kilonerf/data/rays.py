@@ -59,8 +59,9 @@ class RayTable:
         """Rays and colours of table rows ``pixel_ids`` (M,).
 
         Returns:
-            origins (M, 3), unit dirs (M, 3) (in the fields' space: ``scene_rays``), rgb (M, 3) float32 in [0, 1] (composited on the
-            scene's background), or (M, 4) with the alpha in [0, 1] last when the table holds it.
+            origins (M, 3) and unit dirs (M, 3) in the fields' space (``scene_rays``), rgb (M, 3)
+            float32 in [0, 1] (composited on the scene's background), or (M, 4) with the alpha
+            in [0, 1] last when the table holds it.
         """
         img = self.image_index[pixel_ids].long()
         xy = self.pixel_xy[pixel_ids].float() + (0.0 if self.corner else 0.5)

@@ -30,8 +30,6 @@ class RayMap(Protocol):
 
     def unmap_points(self, points: "Tensor") -> "Tensor": ...
 
-    def to_dict(self) -> dict: ...
-
 
 @dataclass
 class Scene:

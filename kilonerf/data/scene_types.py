@@ -47,11 +47,15 @@ class NDCMap:
     focal: tuple[float, float]
     """fx / cx and fy / cy of the cameras (2 f / W in NeRF's notation)."""
 
+    def _frame(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """The rotation (3, 3) and centre (3,) as tensors of ``like``'s dtype and device."""
+        return (torch.as_tensor(self.rotation, dtype=like.dtype, device=like.device),
+                torch.as_tensor(self.centre, dtype=like.dtype, device=like.device))  # fmt: skip
+
     def map_rays(self, origins: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """World rays (N, 3) -> NDC origins on the near plane z' = -1, unit NDC directions, and
         the distance (N,) along them to z' = 1 (infinity)."""
-        rot = torch.as_tensor(self.rotation, dtype=origins.dtype, device=origins.device)
-        centre = torch.as_tensor(self.centre, dtype=origins.dtype, device=origins.device)
+        rot, centre = self._frame(origins)
         o = (origins - centre) @ rot * self.scale
         d = dirs @ rot
         # Rays must point into the scene (-z); a ray grazing the near plane is clamped.
@@ -66,24 +70,18 @@ class NDCMap:
 
     def map_points(self, points: Tensor) -> Tensor:
         """World points (N, 3) in front of the near plane -> NDC points (N, 3)."""
-        rot = torch.as_tensor(self.rotation, dtype=points.dtype, device=points.device)
-        centre = torch.as_tensor(self.centre, dtype=points.dtype, device=points.device)
+        rot, centre = self._frame(points)
         x, y, z = ((points - centre) @ rot * self.scale).unbind(1)
         fx, fy = self.focal
         return torch.stack([-fx * x / z, -fy * y / z, 1.0 + 2.0 / z], dim=1)
 
     def unmap_points(self, ndc: Tensor) -> Tensor:
         """NDC points (N, 3) with z' < 1 -> world points (N, 3) (inverse of :meth:`map_points`)."""
-        rot = torch.as_tensor(self.rotation, dtype=ndc.dtype, device=ndc.device)
-        centre = torch.as_tensor(self.centre, dtype=ndc.dtype, device=ndc.device)
+        rot, centre = self._frame(ndc)
         z = 2.0 / (ndc[:, 2] - 1.0)
         fx, fy = self.focal
         ref = torch.stack([-ndc[:, 0] * z / fx, -ndc[:, 1] * z / fy, z], dim=1)
         return ref / self.scale @ rot.T + centre
-
-    def to_dict(self) -> dict:
-        return {"rotation": self.rotation.tolist(), "centre": self.centre.tolist(), "scale": self.scale,
-                "focal": list(self.focal)}  # fmt: skip
 
 
 def viewing_spread(poses: np.ndarray) -> float:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm import tqdm
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from kilonerf.fields.base import RadianceField
 

@@ -50,18 +50,18 @@ class GridTeacherRenderer:
         self.field, self.near, self.far, self.background = field, float(near), float(far), background
         self.step_ratio, self.color_weight_threshold = step_ratio, color_weight_threshold
         self.eval_chunk_rays, self.coarse = eval_chunk_rays, coarse
-        self._occupancy: tuple[tuple[int, int], Tensor, OccupancyGrid] | None = None
+        self._occupancy: tuple[Tensor, int, OccupancyGrid] | None = None
 
     def occupancy(self) -> OccupancyGrid:
         """The field's occupancy bitfield (cells of its density lattice) as an
         :class:`OccupancyGrid`, rebuilt only when the field's tensor changed (replaced on every
         update, or written in place by loading a state dict)."""
         occ = self.field.occupancy
-        key = (id(occ), occ._version)
-        if self._occupancy is None or self._occupancy[0] != key or self._occupancy[1] is not occ:
+        cached = self._occupancy
+        if cached is None or cached[0] is not occ or cached[1] != occ._version:
             grid = OccupancyGrid.from_dense(occ.permute(2, 1, 0), self.field.bbox).to(occ.device)
-            self._occupancy = (key, occ, grid)
-        return self._occupancy[2]
+            self._occupancy = cached = (occ, occ._version, grid)
+        return cached[2]
 
     def march_step(self) -> float:
         return self.step_ratio * self.field.voxel_size

@@ -54,8 +54,7 @@ class FastTeacherTrainer:
         sigma_init = -math.log1p(-config.alpha_init) / (config.step_ratio * cell)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            # Forward-facing scenes: NDC depth needs fewer cells than the image plane.
-            aspect = (1.0, 1.0, config.depth_cell_ratio if scene.scene_type == "forward" else 1.0)
+            aspect = (1.0, 1.0, config.z_cell_ratio)
             self.field = GridTeacherField(box[0], box[1], config.coarse_res, config.coarse_res, config.feature_dim,
                                           config.hidden, config.dir_freqs, sigma_init, 1.0 / cell, aspect).to(self.device)
             self.field.use_mlp.fill_(False)

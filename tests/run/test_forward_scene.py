@@ -24,7 +24,7 @@ def test_fern_trains_evaluates_and_renders_in_ndc(fern_llff: Path, tmp_path: Pat
     meta = json.loads((run / "run.json").read_text())
     assert meta["scene_type"] == "forward" and meta["downscale"] == 16.0
     # The scene type's settings over the preset's, --set still winning.
-    assert meta["config"]["teacher_params"]["depth_cell_ratio"] == 3.0
+    assert meta["config"]["teacher_params"]["z_cell_ratio"] == 3.0
     assert meta["config"]["teacher_params"]["total_steps"] == 15
     scene = load_run_scene(RunDir(run))
     assert scene.scene_type == "forward" and scene.image_size(0) == (24, 32)

@@ -125,7 +125,7 @@ networks finer across the image (16 pixels each there) and coarser along NDC dep
 FORWARD_FAST_TEACHER = {
     "teacher_params.total_steps": 3000,
     "teacher_loop.max_steps": 3000,
-    "teacher_params.depth_cell_ratio": 3.0,
+    "teacher_params.z_cell_ratio": 3.0,
     "teacher_params.res_schedule": [[200, 80, 80], [800, 256, 160]],
 }
 """The same for the fast teacher's grids."""

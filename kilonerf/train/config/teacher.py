@@ -69,9 +69,10 @@ class FastTeacherConfig(Settings):
     matches the background from staying transparent (the procedural scene's near-white platform
     squares: occupancy recall 97.7% without it), and it also sharpens the silhouette (lego_100
     teacher, 4000 steps: 32.07 dB without, 32.35 at 0.1, 32.51 at 1; docs/benchmarks.md)."""
-    depth_cell_ratio: float = setting(1.0, gt=0)
-    """Forward-facing scenes only: grid cells this many times longer along depth (NDC z) than
-    across the image, so that the nodes go where the views resolve detail."""
+    z_cell_ratio: float = setting(1.0, gt=0)
+    """Grid cells this many times longer along z than along x and y (as ``student.z_cell_ratio``;
+    forward-facing scenes set it: their z is NDC depth, where the views resolve less detail
+    than across the image)."""
     eval_chunk_rays: int = setting(8192, ge=1)
     retain_freed_memory: bool = setting(True)
     """Call :func:`kilonerf.runtime.reuse_freed_memory` when the trainer is built
