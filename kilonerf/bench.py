@@ -30,9 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kilonerf.data.cameras import pixel_coords
+from kilonerf.data.cameras import camera_rays, pixel_coords
 from kilonerf.data.scene import Scene
-from kilonerf.data.scene_types import scene_rays
 from kilonerf.errors import KiloNerfError
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.fields.nerf import NeRFField
@@ -41,8 +40,7 @@ from kilonerf.kernels.perf import machine_name, matmul_flops, nerf_mlp_flops, sy
 from kilonerf.metrics import psnr
 from kilonerf.run.models import load_student_renderer
 from kilonerf.render.dense import render_dense
-from kilonerf.render.fast import render_fast
-from kilonerf.occupancy.grid import OccupancyGrid
+from kilonerf.render.student import StudentRenderer
 from kilonerf.run.folder import RunDir
 
 NUM_SAMPLES = 384
@@ -74,7 +72,7 @@ def scene_views(scene: Scene, count: int, resolution: int | None, device: torch.
         hh, ww = max(1, round(h * scale)), max(1, round(w * scale))
         intr = torch.as_tensor(scene.intrinsics[i], dtype=torch.float32) * torch.tensor([ww / w, hh / h, ww / w, hh / h])
         pose = torch.as_tensor(scene.poses[i], dtype=torch.float32)
-        o, d = scene_rays(scene.ray_map, pose, intr, pixel_coords(hh, ww))
+        o, d = camera_rays(pose, intr, pixel_coords(hh, ww))
         views.append(View(o.to(device), d.to(device), hh, ww))
     return views
 
@@ -132,9 +130,8 @@ def run_bench(
     """
     device = torch.device(device)
     renderer = load_student_renderer(run, scene, device)
-    student, occupancy = renderer.student, renderer.occupancy
+    student = renderer.student
     bg = torch.as_tensor(scene.background, dtype=torch.float32, device=device)
-    near, far = float(scene.near), float(scene.far)
     backend_name = backend or default_render_backend(device)
     be = get_backend(backend_name)
     frames = scene_views(scene, views, resolution, device)
@@ -143,8 +140,7 @@ def run_bench(
     rays_per_frame = sum(v.origins.shape[0] for v in frames) / len(frames)
 
     def fast(v: View, backend_: str | GroupedBackend) -> Any:
-        return render_fast(student, occupancy, v.origins, v.dirs, near, far, NUM_SAMPLES, bg, backend=backend_,
-                           count_candidates=False)  # fmt: skip
+        return renderer.render_output(v.origins, v.dirs, backend=backend_)
 
     peak = matmul_flops(matmul_size, device=device)  # best of this and a second measurement after the renders
     # KiloNeRF: whole frames, after one warm-up (builds or loads the kernels, touches the weights).
@@ -167,21 +163,20 @@ def run_bench(
     for v in frames:
         n = v.origins.shape[0]
         sub = strided(n, nerf_rays)
-        o, d = v.origins[sub], v.dirs[sub]
+        rays = renderer.field_rays(v.origins[sub], v.dirs[sub])
+        # NUM_SAMPLES per camera ray, shared among its pieces.
+        per_piece = max(2, NUM_SAMPLES // rays.pieces)
         sync_device(device)
         t0 = time.perf_counter()
-        for lo in range(0, o.shape[0], 64):
+        for lo in range(0, rays.origins.shape[0], 64):
             s = slice(lo, lo + 64)
-            m = o[s].shape[0]
-            render_dense(nerf, o[s], d[s], torch.full((m,), near, device=device), torch.full((m,), far, device=device),
-                         NUM_SAMPLES, bg)  # fmt: skip
+            render_dense(nerf, rays.origins[s], rays.dirs[s], rays.near[s], rays.far[s], per_piece, bg)
         sync_device(device)
         nerf_time += time.perf_counter() - t0
-        nerf_count += o.shape[0]
+        nerf_count += int(sub.shape[0])
         sub = strided(n, ess_rays)
         rec = RecordingBackend(student, be)
-        out = render_fast(student, occupancy, v.origins[sub], v.dirs[sub], near, far, NUM_SAMPLES, bg, backend=rec,
-                          count_candidates=False)  # fmt: skip
+        out = renderer.render_output(v.origins[sub], v.dirs[sub], backend=rec)
         if rec.points:
             ess_time += time_mlp(nerf, torch.cat(rec.points), torch.cat(rec.dirs))
         ess_count += int(sub.shape[0])
@@ -227,24 +222,22 @@ def run_bench(
     if profile:
         result["profile"]["other"] = max(0.0, 1.0 - sum(result["profile"].values()))
     if psnr_check:
-        result["psnr"] = psnr_against_reference(student, occupancy, scene, views, device, be)
+        result["psnr"] = psnr_against_reference(renderer, scene, views, device, be)
     return result
 
 
 def psnr_against_reference(
-    student: MultiNetField, occupancy: OccupancyGrid, scene: Scene, views: int, device: torch.device, be: GroupedBackend
+    renderer: StudentRenderer, scene: Scene, views: int, device: torch.device, be: GroupedBackend
 ) -> dict[str, float]:
     """Mean PSNR of ``be`` and of ``torch_ref`` against the photos of the same views at the
     scene's own resolution, and their difference."""
     split = bench_split(scene)
     idx = scene.indices(split)[:views]
-    bg = torch.as_tensor(scene.background, dtype=torch.float32, device=device)
     vals: dict[str, list[float]] = {"fast": [], "reference": []}
     for i, v in zip(idx.tolist(), scene_views(scene, views, None, device)):
         gt = scene.images[i].astype("float32") / 255.0
         for key, b in (("fast", be), ("reference", "torch_ref")):
-            out = render_fast(student, occupancy, v.origins, v.dirs, float(scene.near), float(scene.far), NUM_SAMPLES,
-                              bg, backend=b, count_candidates=False)  # fmt: skip
+            out = renderer.render_output(v.origins, v.dirs, backend=b)
             vals[key].append(psnr(out.rgb.clamp(0, 1).reshape(v.height, v.width, 3).cpu().numpy(), gt))
     fast_db, ref_db = sum(vals["fast"]) / len(idx), sum(vals["reference"]) / len(idx)
     return {"fast_db": fast_db, "reference_db": ref_db, "diff_db": abs(fast_db - ref_db),

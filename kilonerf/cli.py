@@ -9,7 +9,7 @@ from typing import NoReturn
 from pathlib import Path
 
 from kilonerf.errors import KiloNerfError
-from kilonerf.names import MODELS, PRESETS, SCENE_TYPES, STAGES, TEACHERS, WRITE_FORMATS
+from kilonerf.names import MODELS, PRESETS, PROCEDURAL_KINDS, SCENE_TYPES, STAGES, TEACHERS, WRITE_FORMATS
 from kilonerf.runtime import reuse_freed_memory
 
 
@@ -30,9 +30,10 @@ def _cmd_procedural(args: argparse.Namespace) -> int:
     check_output_parent(args.out, "OUT", create=True)
     out = write_procedural_scene(
         args.out, size=args.size, n_train=args.train, n_val=args.val, n_test=args.test,
-        seed=args.seed, overwrite=args.overwrite,
+        seed=args.seed, overwrite=args.overwrite, kind=args.kind, height=args.height,
     )  # fmt: skip
-    print(f"wrote the procedural scene ({args.train}/{args.val}/{args.test} views, {args.size} px) to {out}")
+    size = f"{args.size} x {args.height or args.size}"
+    print(f"wrote the {args.kind} procedural scene ({args.train}/{args.val}/{args.test} views, {size} px) to {out}")
     return 0
 
 
@@ -248,11 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "procedural",
         help="render the built-in procedural scene into a Blender-format folder",
-        description="Ray-trace the built-in scene (textured solids, a glossy sphere, white background) "
-        "into OUT with train/val/test splits. Deterministic from --seed; nothing is downloaded.",
+        description="Ray-trace the built-in scene (textured solids, a glossy sphere) into OUT with "
+        "train/val/test splits: on white with alpha (--kind object), or as a 360° capture in "
+        "surroundings that every pixel sees (--kind unbounded: ground, distant pillars, sky). "
+        "Deterministic from --seed; nothing is downloaded.",
     )
     p.add_argument("out", help="folder to write")
-    p.add_argument("--size", type=positive_int, default=100, help="image width and height in pixels (default 100)")
+    p.add_argument("--kind", choices=PROCEDURAL_KINDS, default="object", help="object (default) or unbounded")
+    p.add_argument("--size", type=positive_int, default=100, help="image width (and height) in pixels (default 100)")
+    p.add_argument("--height", type=positive_int, default=None, help="image height in pixels (default: --size)")
     p.add_argument("--train", type=positive_int, default=100, help="training views (default 100)")
     p.add_argument("--val", type=int, default=20, help="validation views (default 20)")
     p.add_argument("--test", type=int, default=50, help="test views (default 50)")

@@ -10,9 +10,7 @@ import torch
 from tqdm import tqdm
 
 from kilonerf.data.camera_paths import CameraPath, make_camera_path, save_camera_path
-from kilonerf.data.cameras import pixel_coords
-from kilonerf.data.scene import RayMap
-from kilonerf.data.scene_types import scene_rays
+from kilonerf.data.cameras import camera_rays, pixel_coords
 from kilonerf.data.images import to_uint8
 from kilonerf.io import check_output_file
 from kilonerf.render.volume import RenderFn
@@ -22,15 +20,15 @@ from kilonerf.video import check_output, write_frames
 
 
 def render_frames(render: RenderFn, path: CameraPath, device: torch.device | str = "cpu",
-                  progress: bool = True, ray_map: RayMap | None = None) -> Iterator[np.ndarray]:  # fmt: skip
-    """Render each camera of ``path`` (rays mapped by the scene's ``ray_map``); yields
+                  progress: bool = True) -> Iterator[np.ndarray]:  # fmt: skip
+    """Render each camera of ``path``; yields
     (height, width, 3) uint8 frames, one at a time (so a long video never sits in memory)."""
     device = torch.device(device)
     pixels = pixel_coords(path.height, path.width, device=device)
     poses = torch.as_tensor(path.poses, dtype=torch.float32, device=device)
     intrinsics = torch.as_tensor(path.intrinsics, dtype=torch.float32, device=device)
     for k in tqdm(range(len(path)), desc="render", unit="frame", disable=not progress):
-        origins, dirs = scene_rays(ray_map, poses[k], intrinsics[k], pixels)
+        origins, dirs = camera_rays(poses[k], intrinsics[k], pixels)
         with torch.no_grad():
             rgb = render(origins, dirs).float().clamp(0, 1)
         yield to_uint8(rgb.reshape(path.height, path.width, 3).cpu().numpy())
@@ -70,5 +68,5 @@ def render_run(
         save_camera_path(path, save_path)
     if out is not None:
         render = load_renderer(run, model, scene, torch.device(device))
-        write_frames(out, render_frames(render, path, device, progress, scene.ray_map), fps)
+        write_frames(out, render_frames(render, path, device, progress), fps)
     return path, model

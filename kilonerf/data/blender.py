@@ -125,6 +125,7 @@ def load_blender(
                 raise SceneError(root / f"transforms_{s}.json", f"file not found (requested split '{s}')")
     chosen = wanted_splits(root, available, splits)
     bbox, near_far, bg = scene_extras(root, background, default_background=(1.0, 1.0, 1.0))
+    box_given = bbox is not None
 
     paths: list[Path] = []
     poses: list[np.ndarray] = []
@@ -156,6 +157,7 @@ def load_blender(
         poses=np.array(poses, dtype=np.float64).reshape(-1, 4, 4),
         splits=split_idx,
         bbox=bbox if bbox is not None else DEFAULT_BBOX.copy(),
+        box_given=box_given,
         near=float(near),
         far=float(far),
         background=bg,

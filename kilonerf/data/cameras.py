@@ -70,6 +70,15 @@ def ray_box_intersect(origins: Tensor, dirs: Tensor, bbox: Tensor) -> tuple[Tens
     return t_near, t_far, hit
 
 
+def clip_to_box(origins: Tensor, dirs: Tensor, bbox: Tensor, near: Tensor, far: Tensor) -> tuple[Tensor, Tensor]:
+    """(N,) near and far of rays (N, 3) cut to their part inside ``bbox`` (2, 3); a ray that
+    misses it, or whose [near, far] does not meet it, gets an empty segment (far == near)."""
+    t0, t1, hit = ray_box_intersect(origins, dirs, bbox)
+    lo = torch.maximum(t0, near)
+    hi = torch.minimum(t1, far)
+    return lo, torch.where(hit & (hi > lo), hi, lo)
+
+
 def look_at(eye: np.ndarray, target: np.ndarray = np.zeros(3), up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
     """(4, 4) OpenGL camera-to-world at ``eye`` looking at ``target`` (-z forward, +y up).
 

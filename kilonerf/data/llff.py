@@ -114,6 +114,8 @@ def load_llff(
     keep, split_idx = holdout_selection(len(files), chosen)
 
     bbox, near_far, bg = scene_extras(root, background, default_background=(0.0, 0.0, 0.0))
+
+    box_given = bbox is not None
     images = read_rgb_many([files[i] for i in keep], bg)
     check_same_size(images, [files[i] for i in keep], "LLFF images must share one size")
     height, width = images[0].shape[:2]
@@ -131,6 +133,7 @@ def load_llff(
         poses=poses[keep],
         splits=split_idx,
         bbox=bbox,
+        box_given=box_given,
         near=float(near),
         far=float(far),
         background=bg,

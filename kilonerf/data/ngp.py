@@ -96,6 +96,8 @@ def load_ngp(
     keep, split_idx = holdout_selection(len(paths), chosen)
 
     bbox, near_far, bg = scene_extras(root, background, default_background=(1.0, 1.0, 1.0))
+
+    box_given = bbox is not None
     images, alphas = read_rgb_alpha_many([paths[i] for i in keep], bg)
     intrinsics = np.array(
         [frame_intrinsics(meta, kept[i][0], *img.shape[:2], json_path, kept[i][1]) for img, i in zip(images, keep)],
@@ -117,6 +119,7 @@ def load_ngp(
         poses=pose_arr[keep],
         splits=split_idx,
         bbox=bbox,
+        box_given=box_given,
         near=float(near),
         far=float(far),
         background=bg,

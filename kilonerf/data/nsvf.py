@@ -92,6 +92,7 @@ def load_nsvf(
     if not (root / "bbox.txt").is_file():
         raise SceneError(root / "bbox.txt", "file not found (an NSVF scene needs its scene box)")
     bbox, near_far, bg = scene_extras(root, background, default_background=(1.0, 1.0, 1.0))
+    box_given = bbox is not None
     assert bbox is not None
 
     per_image = (root / "intrinsics").is_dir()
@@ -121,6 +122,7 @@ def load_nsvf(
         poses=pose_arr,
         splits=split_idx,
         bbox=bbox,
+        box_given=box_given,
         near=float(near),
         far=float(far),
         background=bg,

@@ -29,12 +29,16 @@ from kilonerf.data.cameras import camera_rays, look_at, pixel_coords
 from kilonerf.data.procedural_shapes import (
     AngularChecker, Box, Checker, Cylinder, Pattern, Shape, Solid, Sphere, Stripes, rotation,
 )
+from kilonerf.data.procedural_environment import Environment
 from kilonerf.errors import SceneError
+from kilonerf.names import PROCEDURAL_KINDS
 from kilonerf.io import atomic_write_json, atomic_write_text
 
 LEGO_CAMERA_ANGLE_X = 0.6911112070083618
 FLOOR = -0.4
 """World z of the platform's top face; the objects stand on it."""
+GROUND = FLOOR - 0.15
+"""World z of the ground of the 360° scene (the platform's bottom face)."""
 
 
 @dataclass(frozen=True)
@@ -67,12 +71,29 @@ def default_objects() -> tuple[SceneObject, ...]:
     )
 
 
+def distant_pillars(ground_z: float, radius: float = 7.5, count: int = 6) -> tuple[SceneObject, ...]:
+    """A ring of striped pillars standing on the ground ``radius`` from the centre (the 360°
+    scene's middle distance)."""
+    colours = [((0.8, 0.3, 0.25), (0.95, 0.9, 0.8)), ((0.25, 0.45, 0.75), (0.9, 0.9, 0.85)),
+               ((0.85, 0.7, 0.2), (0.3, 0.25, 0.2))]  # fmt: skip
+    out = []
+    for k in range(count):
+        a = np.radians(15.0 + 360.0 * k / count)
+        a_col, b_col = colours[k % len(colours)]
+        shape = Cylinder((radius * np.cos(a), radius * np.sin(a), ground_z + 1.2), 0.35, 1.2)
+        out.append(SceneObject(f"pillar_{k}", shape, Stripes(a_col, b_col, period=0.4, axis=2)))
+    return tuple(out)
+
+
 class ProceduralScene:
-    """Exact ray tracing and occupancy of a set of :class:`SceneObject` (NumPy float64)."""
+    """Exact ray tracing and occupancy of a set of :class:`SceneObject` (NumPy float64), on
+    white or, with an ``environment``, in surroundings that every ray sees."""
 
     def __init__(self, objects: tuple[SceneObject, ...] | None = None,
-                 light_dir: tuple[float, float, float] = (-0.45, -0.6, 1.0)) -> None:
+                 light_dir: tuple[float, float, float] = (-0.45, -0.6, 1.0),
+                 environment: Environment | None = None) -> None:  # fmt: skip
         self.objects = default_objects() if objects is None else tuple(objects)
+        self.environment = environment
         light = np.asarray(light_dir, dtype=np.float64)
         self.light_dir = light / np.linalg.norm(light)
         """(3,) unit vector towards the (directional) light."""
@@ -167,7 +188,8 @@ class ProceduralScene:
         """Trace (N, 3) rays.
 
         Returns rgb (N, 3) float64 composited on white, alpha (N,) (1 on a hit, 0 on a miss) and
-        depth (N,): distance along the normalised direction, ``inf`` on a miss.
+        depth (N,): distance along the normalised direction, ``inf`` on a miss. With an
+        environment, the rays that miss every object see it instead (alpha 1, the sky at ``inf``).
         """
         o = np.asarray(origins, dtype=np.float64).reshape(-1, 3)
         d = np.asarray(dirs, dtype=np.float64).reshape(-1, 3)
@@ -178,6 +200,11 @@ class ProceduralScene:
         if hit.any():
             p = o[hit] + t[hit, None] * d[hit]
             rgb[hit] = self.shade(p, normals[hit], ids[hit], d[hit])
+        if self.environment is not None:
+            miss = ~hit
+            if miss.any():
+                rgb[miss], t[miss] = self.environment.colour(self, o[miss], d[miss])
+            return rgb, np.ones(len(o)), t
         return rgb, hit.astype(np.float64), t
 
     def render_view(self, pose: np.ndarray | torch.Tensor, intrinsics: tuple[float, float, float, float] | np.ndarray,
@@ -255,24 +282,35 @@ def _is_blocked(path: Path) -> bool:
 
 def write_procedural_scene(out_dir: str | Path, size: int = 100, n_train: int = 100, n_val: int = 20,
                            n_test: int = 50, seed: int = 0, overwrite: bool = False, supersample: int = 2,
-                           radius: float = 4.0) -> Path:
-    """Render the default scene to a Blender-format folder and return its path.
+                           radius: float = 4.0, kind: str = "object", height: int | None = None) -> Path:
+    """Render the built-in scene to a Blender-format folder and return its path.
 
-    Writes ``transforms_{train,val,test}.json``, ``{split}/r_{i}.png`` (RGBA, size x size),
-    ``bbox.txt`` (``xmin ymin zmin xmax ymax zmax``) and ``near_and_far.txt``. Everything goes
-    into a temp folder beside ``out_dir`` that is renamed at the end. Same seed, same bytes.
+    ``kind`` (:data:`PROCEDURAL_KINDS`): ``object`` writes ``{split}/r_{i}.png`` as RGBA on
+    white, with ``bbox.txt`` (``xmin ymin zmin xmax ymax zmax``) and ``near_and_far.txt``;
+    ``unbounded`` writes opaque RGB photos of the objects in their surroundings, from cameras
+    at elevations of 5 to 50 degrees, and no box (it is a 360° capture). Images are ``size``
+    pixels wide and ``height`` (default ``size``) tall. Also writes
+    ``transforms_{train,val,test}.json``. Everything goes into a temp folder beside
+    ``out_dir`` that is renamed at the end. Same seed, same bytes.
     """
+    if kind not in PROCEDURAL_KINDS:
+        raise SceneError(Path(out_dir), f"unknown procedural scene kind '{kind}' (have: {', '.join(PROCEDURAL_KINDS)})")
     out = Path(out_dir)
     if _is_blocked(out) and not overwrite:
         raise SceneError(out, "already exists and is not empty (use --overwrite / overwrite=True to replace it)")
-    scene = ProceduralScene()
-    focal = 0.5 * size / np.tan(0.5 * LEGO_CAMERA_ANGLE_X)
-    intrinsics = (focal, focal, 0.5 * size, 0.5 * size)
+    unbounded = kind == "unbounded"
+    scene = (ProceduralScene(default_objects() + distant_pillars(GROUND), environment=Environment(GROUND))
+             if unbounded else ProceduralScene())  # fmt: skip
+    width, height = size, height or size
+    focal = 0.5 * width / np.tan(0.5 * LEGO_CAMERA_ANGLE_X)
+    intrinsics = (focal, focal, 0.5 * width, 0.5 * height)
+    elevation = (5.0, 50.0) if unbounded else (5.0, 85.0)
     splits = {
-        "train": camera_poses(n_train, radius, np.random.default_rng([seed, 0])),
-        "val": camera_poses(n_val, radius, np.random.default_rng([seed, 1])),
-        "test": spiral_poses(n_test, radius, phase=float(np.random.default_rng([seed, 2]).uniform(0, 2 * np.pi))),
-    }
+        "train": camera_poses(n_train, radius, np.random.default_rng([seed, 0]), elevation),
+        "val": camera_poses(n_val, radius, np.random.default_rng([seed, 1]), elevation),
+        "test": spiral_poses(n_test, radius, elevation_deg=20.0 if unbounded else 30.0,
+                             phase=float(np.random.default_rng([seed, 2]).uniform(0, 2 * np.pi))),
+    }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
@@ -282,14 +320,16 @@ def write_procedural_scene(out_dir: str | Path, size: int = 100, n_train: int = 
             frames = []
             for i, pose in enumerate(poses):
                 buf = io.BytesIO()
-                Image.fromarray(scene.render_view(pose, intrinsics, size, size, supersample), "RGBA").save(buf, format="PNG")
+                rgba = scene.render_view(pose, intrinsics, height, width, supersample)
+                Image.fromarray(rgba[..., :3] if unbounded else rgba).save(buf, format="PNG")
                 (tmp / split / f"r_{i}.png").write_bytes(buf.getvalue())
                 frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": pose.tolist()})
             atomic_write_json(tmp / f"transforms_{split}.json", {"camera_angle_x": LEGO_CAMERA_ANGLE_X, "frames": frames})
-        box = scene.bbox + np.array([[-0.05], [0.05]])
-        atomic_write_text(tmp / "bbox.txt", " ".join(f"{v:.4f}" for v in box.reshape(-1)) + "\n")
-        # Every object lies within 2 of the origin, so [radius - 2, radius + 2] covers it.
-        atomic_write_text(tmp / "near_and_far.txt", f"{radius - 2.0} {radius + 2.0}\n")
+        if not unbounded:
+            box = scene.bbox + np.array([[-0.05], [0.05]])
+            atomic_write_text(tmp / "bbox.txt", " ".join(f"{v:.4f}" for v in box.reshape(-1)) + "\n")
+            # Every object lies within 2 of the origin, so [radius - 2, radius + 2] covers it.
+            atomic_write_text(tmp / "near_and_far.txt", f"{radius - 2.0} {radius + 2.0}\n")
         if out.exists() or out.is_symlink():
             if _is_blocked(out) and not overwrite:
                 raise SceneError(out, "appeared while rendering and is not empty (use --overwrite / overwrite=True)")

@@ -6,9 +6,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kilonerf.data.cameras import pixel_coords
+from kilonerf.data.cameras import camera_rays, pixel_coords
 from kilonerf.data.scene import Scene
-from kilonerf.data.scene_types import scene_rays
 
 
 class RayTable:
@@ -44,7 +43,6 @@ class RayTable:
         """(P,) uint8, or None (not asked for, or the scene has no alpha)."""
         if with_alpha and scene.alphas is not None:
             self.alpha_u8 = torch.cat([torch.from_numpy(scene.alphas[int(i)].reshape(-1)) for i in idx]).to(self.device)
-        self.ray_map = scene.ray_map
         self.sizes = [scene.image_size(int(i)) for i in idx]
         self.offsets = np.concatenate([[0], np.cumsum([h * w for h, w in self.sizes])])
 
@@ -59,13 +57,14 @@ class RayTable:
         """Rays and colours of table rows ``pixel_ids`` (M,).
 
         Returns:
-            origins (M, 3) and unit dirs (M, 3) in the fields' space (``scene_rays``), rgb (M, 3)
+            world origins (M, 3) and unit dirs (M, 3) (renderers map them into their fields'
+            space), rgb (M, 3)
             float32 in [0, 1] (composited on the scene's background), or (M, 4) with the alpha
             in [0, 1] last when the table holds it.
         """
         img = self.image_index[pixel_ids].long()
         xy = self.pixel_xy[pixel_ids].float() + (0.0 if self.corner else 0.5)
-        origins, dirs = scene_rays(self.ray_map, self.poses[img], self.intrinsics[img], xy)
+        origins, dirs = camera_rays(self.poses[img], self.intrinsics[img], xy)
         rgb = self.rgb_u8[pixel_ids]
         if self.alpha_u8 is not None:
             rgb = torch.cat([rgb, self.alpha_u8[pixel_ids, None]], dim=1)

@@ -23,12 +23,37 @@ if TYPE_CHECKING:
 SPLIT_NAMES = ("train", "val", "test")
 
 
+@dataclass
+class FieldRays:
+    """Camera rays in the fields' space, each as ``pieces`` straight pieces, front to back.
+
+    A scene type's map may bend a world ray where its pieces meet (``unbounded``); within a
+    piece the ray is straight, so box intersection, fixed-step marching and empty-space
+    skipping stay exact there. Renderers render every piece as a ray of its own and join them
+    with :func:`kilonerf.render.volume.join_pieces`.
+    """
+
+    origins: "Tensor"
+    """(N * K, 3) ray k of camera ray n at row n * K + k."""
+    dirs: "Tensor"
+    """(N * K, 3) unit directions."""
+    near: "Tensor"
+    far: "Tensor"
+    """(N * K,) the piece's extent along its ray (near == far: an empty piece)."""
+    pieces: int
+    """K, pieces per camera ray."""
+
+
 class RayMap(Protocol):
     """A scene type's mapping of world rays into the fields' space (``scene_types.py``)."""
 
-    def map_rays(self, origins: "Tensor", dirs: "Tensor") -> tuple["Tensor", "Tensor", "Tensor"]: ...
+    def map_rays(self, origins: "Tensor", dirs: "Tensor") -> FieldRays: ...
 
     def unmap_points(self, points: "Tensor") -> "Tensor": ...
+
+    def voxel_mask(self, bbox: "Tensor", res: tuple[int, int, int]) -> "Tensor | None":
+        """(X, Y, Z) bool: the voxels of a grid over ``bbox`` that rays can reach (None: all)."""
+        ...
 
 
 @dataclass
@@ -57,11 +82,14 @@ class Scene:
     """One (H, W) uint8 coverage per image (255: opaque), as read before compositing; None
     when no source image had alpha (images without it among others that have it get 255)."""
     scene_type: str = "object"
-    """``object`` or ``forward`` (``scene_types.py``; ``load_scene`` resolves it)."""
+    """``object``, ``forward`` or ``unbounded`` (``scene_types.py``; ``load_scene`` resolves it)."""
     ray_map: RayMap | None = None
     """World rays -> the fields' space; None for ``object``."""
     downscale: float = 1.0
     """How many times smaller than the files the images are (``load_scene``'s resizing)."""
+    box_given: bool = False
+    """The box came with the data (``bbox.txt``), not from a format's default: a capture
+    around it is an object capture, not an unbounded one."""
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -109,6 +137,7 @@ class Scene:
             scene_type=self.scene_type,
             ray_map=self.ray_map,
             downscale=self.downscale,
+            box_given=self.box_given,
         )
 
     def stacked_images(self, split: str) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Scene types: how the space a capture sees maps into the box that the teacher, the network
-grid and the occupancy grid live in. Every ray made from a scene's cameras goes through
-:func:`scene_rays`, so every stage and renderer works in the mapped space unchanged.
+grid and the occupancy grid live in. Rays are made in world space; every renderer maps them
+through :func:`field_rays` into the fields' space, so every stage works in the mapped space.
 
 - ``object``: the box itself (the paper's setting; no mapping).
+- ``unbounded``: 360° captures: a foreground box with the rest of space contracted around it
+  (:mod:`kilonerf.data.contraction`); a ray becomes a few straight pieces.
 - ``forward``: forward-facing captures (LLFF) in normalised device coordinates, as NeRF does.
   The world is first moved into the cameras' average frame (looking down -z) and scaled so
   that the nearest depth bound sits at 1 / 0.75; then the frustum from the plane z = -1 to
@@ -22,7 +24,8 @@ import torch
 from torch import Tensor
 
 from kilonerf.data.cameras import camera_rays
-from kilonerf.data.scene import RayMap, Scene
+from kilonerf.data.contraction import OUTER, ContractionMap
+from kilonerf.data.scene import FieldRays, RayMap, Scene
 from kilonerf.errors import SceneError
 from kilonerf.names import SCENE_TYPES
 
@@ -32,6 +35,9 @@ FORWARD_MAX_RAY_ANGLE = 80.0
 """Degrees: no pixel ray of a ``forward`` scene may be further than this from the mean view."""
 NEAR_MARGIN = 0.75
 """NeRF's LLFF rescaling: the nearest depth bound lands at 1 / 0.75 beyond the NDC near plane at 1."""
+UNBOUNDED_INNER_FRACTION = 0.5
+"""Half-size of an ``unbounded`` scene's foreground cube, as a fraction of the median camera
+distance to the point the cameras look at (when the data gives no box)."""
 
 
 @dataclass(frozen=True)
@@ -52,9 +58,15 @@ class NDCMap:
         return (torch.as_tensor(self.rotation, dtype=like.dtype, device=like.device),
                 torch.as_tensor(self.centre, dtype=like.dtype, device=like.device))  # fmt: skip
 
-    def map_rays(self, origins: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """World rays (N, 3) -> NDC origins on the near plane z' = -1, unit NDC directions, and
-        the distance (N,) along them to z' = 1 (infinity)."""
+    def map_rays(self, origins: Tensor, dirs: Tensor) -> FieldRays:
+        """World rays (N, 3) -> one piece each: NDC origins on the near plane z' = -1, unit NDC
+        directions, from 0 to z' = 1 (infinity)."""
+        o, d, length = self.ndc_rays(origins, dirs)
+        return FieldRays(o.contiguous(), d.contiguous(), torch.zeros_like(length), length, 1)
+
+    def ndc_rays(self, origins: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """World rays (N, 3) -> NDC origins (N, 3), unit NDC directions (N, 3) and the distance
+        (N,) along them to z' = 1."""
         rot, centre = self._frame(origins)
         o = (origins - centre) @ rot * self.scale
         d = dirs @ rot
@@ -67,6 +79,10 @@ class NDCMap:
         d_ndc = torch.stack([-fx * (d[:, 0] / dz - ox / oz), -fy * (d[:, 1] / dz - oy / oz), -2.0 / oz], dim=1)
         length = d_ndc.norm(dim=1)
         return o_ndc, d_ndc / length[:, None], length
+
+    def voxel_mask(self, bbox: Tensor, res: tuple[int, int, int]) -> None:
+        """None: every voxel of the NDC box can be seen (see :class:`~kilonerf.data.scene.RayMap`)."""
+        return None
 
     def map_points(self, points: Tensor) -> Tensor:
         """World points (N, 3) in front of the near plane -> NDC points (N, 3)."""
@@ -96,12 +112,39 @@ def viewing_spread(poses: np.ndarray) -> float:
 
 
 def detect_scene_type(scene: Scene) -> str:
-    """``forward`` when every camera looks within :data:`FORWARD_MAX_ANGLE` of the mean
-    direction and the photos have no alpha (an object on a transparent background keeps its
-    box); ``object`` otherwise."""
-    if scene.alphas is None and viewing_spread(scene.poses) <= FORWARD_MAX_ANGLE:
+    """``object`` when the photos have alpha (an object on a transparent background); else
+    ``forward`` when every camera looks within :data:`FORWARD_MAX_ANGLE` of the mean direction,
+    ``object`` when the data gives a box, and ``unbounded`` for cameras around the scene."""
+    if scene.alphas is not None:
+        return "object"
+    if viewing_spread(scene.poses) <= FORWARD_MAX_ANGLE:
         return "forward"
-    return "object"
+    return "object" if scene.box_given else "unbounded"
+
+
+def look_at_point(poses: np.ndarray) -> np.ndarray:
+    """(3,) the point closest (least squares) to every camera's optical axis; the cameras'
+    mean position when that point is not in front of most of them (cameras looking outwards)."""
+    centres, fwd = poses[:, :3, 3], -poses[:, :3, 2]
+    fwd = fwd / np.linalg.norm(fwd, axis=1, keepdims=True)
+    proj = np.eye(3)[None] - fwd[:, :, None] * fwd[:, None, :]  # projections off each axis
+    a, b = proj.sum(0), np.einsum("nij,nj->i", proj, centres)
+    point = np.linalg.lstsq(a, b, rcond=None)[0]
+    if not np.isfinite(point).all() or np.mean(np.einsum("ni,ni->n", point - centres, fwd) > 0) < 0.5:
+        return centres.mean(0)
+    return point
+
+
+def contraction_map(scene: Scene) -> ContractionMap:
+    """The contraction of an ``unbounded`` scene: the data's box as the foreground when it
+    gives one, else a cube around the point the cameras look at, of half-size
+    :data:`UNBOUNDED_INNER_FRACTION` times the median camera distance to it."""
+    if scene.box_given:
+        return ContractionMap(scene.bbox.mean(0), (scene.bbox[1] - scene.bbox[0]) / 2.0, 0.0)
+    focus = look_at_point(scene.poses)
+    dist = float(np.median(np.linalg.norm(scene.poses[:, :3, 3] - focus, axis=1)))
+    half = UNBOUNDED_INNER_FRACTION * dist if dist > 0 else 1.0
+    return ContractionMap(focus, np.full(3, half), 0.0)
 
 
 def ndc_map(scene: Scene) -> NDCMap:
@@ -132,7 +175,7 @@ def _corner_rays(scene: Scene) -> tuple[Tensor, Tensor]:
 
 def apply_scene_type(scene: Scene, scene_type: str = "auto") -> Scene:
     """The scene with its type resolved (``auto`` detects it) and, for ``forward``, its box,
-    near and far given in NDC (the fields' space) and its rays mapped by :func:`scene_rays`.
+    near and far given in the fields' space (NDC, contracted) and its ray map set.
 
     Raises:
         SceneError: an unknown type, or ``forward`` for cameras that look in all directions.
@@ -142,14 +185,26 @@ def apply_scene_type(scene: Scene, scene_type: str = "auto") -> Scene:
     kind = detect_scene_type(scene) if scene_type == "auto" else scene_type
     if kind == "object":
         return replace(scene, scene_type="object", ray_map=None)
+    # Every pixel of a forward-facing or 360° capture sees a surface (nothing lies beyond
+    # infinity), so the photos are fully opaque: a teacher that fits the alpha (its mask loss)
+    # cannot explain dark pixels by letting the black background show through haze, which
+    # fitted the training views but not the held-out ones, and left rays too transparent for
+    # early termination.
+    opaque = scene.alphas or [np.full(im.shape[:2], 255, np.uint8) for im in scene.images]
+    if kind == "unbounded":
+        box = np.array([[-OUTER] * 3, [OUTER] * 3])
+        # No piece is longer than the diagonal of the cube [-1, 1]^3 (the slabs' are shorter).
+        far = 2.0 * math.sqrt(3.0) * (1.0 + 1e-6)
+        return replace(scene, bbox=box, near=0.0, far=far, scene_type="unbounded", ray_map=contraction_map(scene),
+                       alphas=opaque)  # fmt: skip
     mapping = ndc_map(scene)
     world_o, world_d = _corner_rays(scene)
     # Every pixel ray must head into the scene (-z of the cameras' average frame), with margin.
     if float((world_d @ torch.as_tensor(mapping.rotation))[:, 2].max()) > -math.cos(math.radians(FORWARD_MAX_RAY_ANGLE)):
         spread = viewing_spread(scene.poses)
         raise SceneError(scene.root or "scene", f"scene type 'forward' needs cameras that look one way, but their "
-                         f"viewing directions spread {spread:.0f} degrees from the mean; use --scene-type object")
-    o, d, length = mapping.map_rays(world_o, world_d)
+                         f"viewing directions spread {spread:.0f} degrees from the mean; use --scene-type unbounded or object")
+    o, d, length = mapping.ndc_rays(world_o, world_d)
     ends = torch.cat([o, o + length[:, None] * d]).numpy()
     lo, hi = ends.min(0), ends.max(0)
     pad = 0.01 * (hi - lo)
@@ -158,20 +213,14 @@ def apply_scene_type(scene: Scene, scene_type: str = "auto") -> Scene:
     far = float(length.max()) * (1.0 + 1e-6)
     if not math.isfinite(far) or not np.isfinite(bbox).all():
         raise SceneError(scene.root or "scene", "the cameras do not fit a forward-facing (NDC) mapping")
-    # Every pixel of a forward-facing capture sees a surface (nothing lies beyond infinity), so
-    # the photos are fully opaque: a teacher that fits the alpha (its mask loss) cannot explain
-    # dark pixels by letting the black background show through haze, which fitted the training
-    # views but not the held-out ones, and left rays too transparent for early termination.
-    opaque = scene.alphas or [np.full(im.shape[:2], 255, np.uint8) for im in scene.images]
     return replace(scene, bbox=bbox, near=0.0, far=far, scene_type="forward", ray_map=mapping, alphas=opaque)
 
 
-def scene_rays(ray_map: RayMap | None, pose: Tensor, intrinsics: Tensor, pixels: Tensor) -> tuple[Tensor, Tensor]:
-    """Rays through ``pixels`` (arguments as :func:`~kilonerf.data.cameras.camera_rays`) in the
-    space of a scene's fields, given its ``ray_map``: world rays for ``object`` (None), unit
-    NDC rays for ``forward``."""
-    origins, dirs = camera_rays(pose, intrinsics, pixels)
+def field_rays(ray_map: RayMap | None, origins: Tensor, dirs: Tensor, near: float, far: float) -> FieldRays:
+    """World rays (N, 3) (unit ``dirs``) in the space of a scene's fields, given its
+    ``ray_map``: for ``object`` (None) the rays themselves from ``near`` to ``far`` (the
+    scene's), else the map's pieces."""
     if ray_map is None:
-        return origins, dirs
-    o, d, _ = ray_map.map_rays(origins, dirs)
-    return o.contiguous(), d.contiguous()
+        n = origins.shape[0]
+        return FieldRays(origins, dirs, origins.new_full((n,), float(near)), origins.new_full((n,), float(far)), 1)
+    return ray_map.map_rays(origins, dirs)

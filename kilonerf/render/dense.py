@@ -6,14 +6,17 @@ fields whose cost per sample is small enough to afford it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from kilonerf.data.cameras import ray_box_intersect
+from kilonerf.data.cameras import clip_to_box
+from kilonerf.data.scene import RayMap
+from kilonerf.data.scene_types import field_rays
 from kilonerf.fields.base import RadianceField
-from kilonerf.render.volume import RenderOutput, composite, stratified_samples, uniform_samples
+from kilonerf.render.volume import RenderOutput, composite, join_pieces, stratified_samples, uniform_samples
 
 
 def render_dense(
@@ -69,27 +72,31 @@ def render_dense(
 
 
 class BoxRenderer:
-    """A field rendered densely inside a box for evaluation: ``num_samples`` bin centres between
-    each ray's entry into and exit from ``bbox`` (rays that miss it show the background),
-    ``chunk_points`` samples at a time."""
+    """A field rendered densely inside a box: ``num_samples`` samples between each ray's entry
+    into and exit from ``bbox`` (rays that miss it show the background), ``chunk_points``
+    samples at a time when evaluating. World rays go into the field's space through the
+    scene's ``ray_map``."""
 
     def __init__(self, field: RadianceField, bbox: Tensor, background: Tensor, num_samples: int,
-                 chunk_points: int) -> None:  # fmt: skip
+                 chunk_points: int, ray_map: RayMap | None = None) -> None:  # fmt: skip
         self.field, self.bbox, self.background = field, bbox, background
-        self.num_samples, self.chunk_points = num_samples, chunk_points
+        self.num_samples, self.chunk_points, self.ray_map = num_samples, chunk_points, ray_map
 
-    def segments(self, origins: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
-        near, far, hit = ray_box_intersect(origins, dirs, self.bbox)
+    def render(self, origins: Tensor, dirs: Tensor, sampling: str,
+               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """Differentiable render of world rays (N, 3) (``sampling`` as :func:`render_dense`):
+        rgb (N, 3) on the background and opacity (N,)."""
+        rays = field_rays(self.ray_map, origins, dirs, 0.0, math.inf)
         # An empty segment gives zero step lengths, hence zero opacity: background only.
-        return near, torch.where(hit, far, near)
+        near, far = clip_to_box(rays.origins, rays.dirs, self.bbox, rays.near, rays.far)
+        out = render_dense(self.field, rays.origins, rays.dirs, near, far, self.num_samples, None,
+                           sampling=sampling, generator=generator)  # fmt: skip
+        return join_pieces(out.rgb, out.acc, rays.pieces, self.background)
 
     @torch.no_grad()
     def render_rays(self, origins: Tensor, dirs: Tensor) -> Tensor:
-        """rays (N, 3) -> rgb (N, 3)."""
+        """Evaluation render at the bin centres: world rays (N, 3) -> rgb (N, 3)."""
         chunk = max(1, self.chunk_points // self.num_samples)
-        out = []
-        for i in range(0, origins.shape[0], chunk):
-            o, d = origins[i : i + chunk], dirs[i : i + chunk]
-            near, far = self.segments(o, d)
-            out.append(render_dense(self.field, o, d, near, far, self.num_samples, self.background, sampling="centers").rgb)
+        out = [self.render(origins[i : i + chunk], dirs[i : i + chunk], "centers")[0]
+               for i in range(0, origins.shape[0], chunk)]  # fmt: skip
         return torch.cat(out) if out else origins.new_zeros(0, 3)

@@ -80,6 +80,7 @@ def render_fast(
     ray_chunk: int = 1 << 15,
     count_candidates: bool = True,
     density_activation: str = "relu",
+    step: float | None = None,
 ) -> FastRenderOutput:
     """Render rays through a grid of tiny MLPs.
 
@@ -100,6 +101,9 @@ def render_fast(
             behind an early termination costs extra marching; False skips that and reports
             ``samples_candidate`` as -1 (the torch path always counts).
         density_activation: raw density -> sigma (:func:`~kilonerf.fields.multinet.activate_density`).
+        step: a fixed distance between samples instead: samples at ``near + k * step`` up to
+            ``far`` (rays of different lengths, such as the pieces of
+            :class:`~kilonerf.data.scene.FieldRays`, are then sampled alike).
     Returns:
         :class:`FastRenderOutput`.
     """
@@ -114,14 +118,22 @@ def render_fast(
         raise ValueError(f"render_fast: samples_per_pass must be >= 1, got {samples_per_pass}")
     region = _region(field, occupancy if use_occupancy else None)
     be = get_backend(backend or field.backend)
+    if step is None:
+        step_t = (far_t - near_t) / max(num_samples - 1, 1)
+        k_max = torch.full_like(near_t, num_samples - 1, dtype=torch.int64)
+    else:
+        step_t = torch.full_like(near_t, float(step))
+        # The small slack keeps the sample at far when rounding puts it a hair beyond; an empty
+        # range (far <= near: an unused piece) has no sample at all.
+        k_max = torch.floor((far_t - near_t) / float(step) + 1e-6).to(torch.int64)
+        k_max = torch.where(far_t > near_t, k_max, torch.full_like(k_max, -1))
     # The backend's fused march-evaluate-composite loop where it has one (asked, not assumed).
     fused = None
     if region is not None and n > 0 and dtype == torch.float32:
         fused = be.fused_renderer(field.params(), origins.device)
     if fused is not None:
-        step = (far_t - near_t) / max(num_samples - 1, 1)
-        k_lo, count = _sample_range(region, origins, dirs, near_t, step, num_samples)  # type: ignore[arg-type]
-        rays = FusedRays(origins, dirs, near_t, step, k_lo, count)
+        k_lo, count = _sample_range(region, origins, dirs, near_t, step_t, k_max)  # type: ignore[arg-type]
+        rays = FusedRays(origins, dirs, near_t, step_t, k_lo, count)
         res = render_fused(fused, field, occupancy if use_occupancy else None, rays, ert_threshold, samples_per_pass,
                            count_candidates, density_activation)  # fmt: skip
         rgb = res.rgb if background is None else res.rgb + (1.0 - res.acc[:, None]) * background.to(res.rgb)
@@ -133,8 +145,8 @@ def render_fast(
         outs.append(
             _render_chunk(
                 field, occupancy if use_occupancy else None, region, be,
-                origins[sl], dirs[sl], near_t[sl], far_t[sl],
-                num_samples, ert_threshold, samples_per_pass, density_activation,
+                origins[sl], dirs[sl], near_t[sl], step_t[sl], k_max[sl],
+                ert_threshold, samples_per_pass, density_activation,
             )
         )
     rgb = torch.cat([o[0] for o in outs]) if outs else origins.new_zeros(0, 3)
@@ -186,32 +198,32 @@ def _region(field: MultiNetField, occupancy: OccupancyGrid | None) -> Tensor | N
 
 
 def _sample_range(
-    region: Tensor, origins: Tensor, dirs: Tensor, near: Tensor, step: Tensor, num_samples: int
+    region: Tensor, origins: Tensor, dirs: Tensor, near: Tensor, step: Tensor, k_max: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """First sample index and count (N,) per ray whose samples may fall inside ``region``."""
+    """First sample index and count (N,) per ray whose samples (``near + k * step``, ``0 <= k <=
+    k_max``) may fall inside ``region``."""
     t0, t1, hit = ray_box_intersect(origins, dirs, region)
     safe = torch.where(step > 0, step, torch.ones_like(step))
     k_lo = torch.floor((t0 - near) / safe).to(torch.int64) - 1
     k_hi = torch.ceil((t1 - near) / safe).to(torch.int64) + 1
     # ray_box_intersect clamps t0 at 0, so a negative near or a zero step must not clip.
     k_lo = torch.where((near < 0) | (step <= 0), torch.zeros_like(k_lo), k_lo).clamp_min(0)
-    k_hi = torch.where(step <= 0, torch.full_like(k_hi, num_samples - 1), k_hi).clamp_max(num_samples - 1)
+    k_hi = torch.minimum(torch.where(step <= 0, k_max, k_hi), k_max)
     count = torch.where(hit, (k_hi - k_lo + 1).clamp_min(0), torch.zeros_like(k_hi))
     return k_lo, count
 
 
 def _render_chunk(
     field: MultiNetField, occupancy: OccupancyGrid | None, region: Tensor | None, backend: GroupedBackend,
-    origins: Tensor, dirs: Tensor, near: Tensor, far: Tensor,
-    num_samples: int, ert_threshold: float, samples_per_pass: int, density_activation: str = "relu",
+    origins: Tensor, dirs: Tensor, near: Tensor, step: Tensor, k_max: Tensor,
+    ert_threshold: float, samples_per_pass: int, density_activation: str = "relu",
 ) -> tuple[Tensor, Tensor, Tensor, int, int, int]:
     """rgb (N, 3) without background, depth (N,), acc (N,), evaluated, candidates, passes."""
     n, device = origins.shape[0], origins.device
     rgb, depth, acc = origins.new_zeros(n, 3), origins.new_zeros(n), origins.new_zeros(n)
     if region is None or n == 0:
         return rgb, depth, acc, 0, 0, 0
-    step = (far - near) / max(num_samples - 1, 1)
-    k_lo, count = _sample_range(region, origins, dirs, near, step, num_samples)
+    k_lo, count = _sample_range(region, origins, dirs, near, step, k_max)
     grid = field.grid
     same_box = occupancy is not None and torch.equal(occupancy.bbox.to(field.bbox), field.bbox)
     cand = march_occupied(origins, dirs, near, step, k_lo, count, occupancy, None if same_box else grid.inside)

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from kilonerf.data.cameras import ray_box_intersect
+from kilonerf.data.cameras import clip_to_box
+from kilonerf.data.scene import RayMap
+from kilonerf.data.scene_types import field_rays
 from kilonerf.fields.grid_teacher import GridTeacherField
 from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.occupancy.sampling import PackedSamples, march_occupied
 from kilonerf.render.packed import packed_composite, segment_starts
-from kilonerf.render.volume import composite_weights
+from kilonerf.render.volume import composite_weights, join_pieces
 
 
 @dataclass
@@ -23,8 +25,10 @@ class TeacherRender:
     """(N, 3) composited colour, background included."""
     acc: Tensor
     """(N,) accumulated opacity."""
+    num_rays: int
+    """Rays marched: N times the pieces per camera ray (:class:`~kilonerf.data.scene.FieldRays`)."""
     alpha: Tensor
-    """(M,) opacity of every marched (occupied) sample, packed by ray."""
+    """(M,) opacity of every marched (occupied) sample, packed by marched ray."""
     weights: Tensor
     """(M,) their compositing weights."""
     samples: PackedSamples
@@ -35,7 +39,8 @@ class TeacherRender:
 
 
 class GridTeacherRenderer:
-    """Renders ``field`` between the scene's ``near`` and ``far`` onto ``background``.
+    """Renders ``field`` between the scene's ``near`` and ``far`` onto ``background``; world
+    rays go into the field's space through the scene's ``ray_map``.
 
     Args:
         step_ratio: the march step in density cells.
@@ -46,8 +51,10 @@ class GridTeacherRenderer:
     """
 
     def __init__(self, field: GridTeacherField, near: float, far: float, background: Tensor, step_ratio: float,
-                 color_weight_threshold: float, eval_chunk_rays: int, coarse: bool = True) -> None:  # fmt: skip
+                 color_weight_threshold: float, eval_chunk_rays: int, coarse: bool = True,
+                 ray_map: RayMap | None = None) -> None:  # fmt: skip
         self.field, self.near, self.far, self.background = field, float(near), float(far), background
+        self.ray_map = ray_map
         self.step_ratio, self.color_weight_threshold = step_ratio, color_weight_threshold
         self.eval_chunk_rays, self.coarse = eval_chunk_rays, coarse
         self._occupancy: tuple[Tensor, int, OccupancyGrid] | None = None
@@ -81,15 +88,15 @@ class GridTeacherRenderer:
 
     def render(self, origins: Tensor, dirs: Tensor, jitter: Tensor | None,
                background: Tensor | None = None) -> TeacherRender:
-        """Differentiable render of rays (N, 3); ``jitter`` (N,) in [0, 1) or None (step centres);
-        ``background`` (3,) or per ray (N, 3), default the scene's."""
+        """Differentiable render of world rays (N, 3); ``jitter`` (N,) in [0, 1) or None (step
+        centres); ``background`` (3,) or per ray (N, 3), default the scene's."""
         f = self.field
-        near, far, hit = ray_box_intersect(origins, dirs, f.bbox)
-        near = near.clamp_min(self.near)
-        far = torch.where(hit, far.clamp_max(self.far), near)
+        rays = field_rays(self.ray_map, origins, dirs, self.near, self.far)
+        origins, dirs, k = rays.origins, rays.dirs, rays.pieces
+        near, far = clip_to_box(origins, dirs, f.bbox, rays.near, rays.far)
         step = self.march_step()
         n = origins.shape[0]
-        u = jitter if jitter is not None else near.new_full((n,), 0.5)
+        u = jitter.repeat_interleave(k) if jitter is not None else near.new_full((n,), 0.5)
         # Samples at near + (k + u) * step, for every k that keeps them in front of far.
         count = torch.ceil(((far - near).clamp_min(0.0) / step - u).clamp_min(0.0)).long()
         step_t = near.new_full((n,), step)
@@ -103,9 +110,10 @@ class GridTeacherRenderer:
         ray_k = s.ray_id.index_select(0, keep)
         rgb = f.color(s.points.index_select(0, keep), dirs, ray_k)
         bg = self.background if background is None else background
-        color, acc = packed_composite(weights.index_select(0, keep), rgb, ray_k, n, bg,
+        color, acc = packed_composite(weights.index_select(0, keep), rgb, ray_k, n, None,
                                       acc_weights=weights, acc_ray_id=s.ray_id)
-        return TeacherRender(color, acc, alpha, weights, s, start, step)
+        color, acc = join_pieces(color, acc, k, bg)
+        return TeacherRender(color, acc, n, alpha, weights, s, start, step)
 
     @torch.no_grad()
     def render_rays(self, origins: Tensor, dirs: Tensor) -> Tensor:

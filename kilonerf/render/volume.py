@@ -129,3 +129,31 @@ def composite(tau: Tensor, rgb: Tensor, t: Tensor, background: Tensor | None = N
         color = color + (1.0 - acc[:, None]) * background.to(color)
     depth = (weights * t).sum(dim=-1)
     return RenderOutput(rgb=color, depth=depth, acc=acc, weights=weights)
+
+
+def join_pieces(rgb: Tensor, acc: Tensor, pieces: int, background: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Camera rays from their pieces (:class:`~kilonerf.data.scene.FieldRays`), front to back.
+
+    A piece rendered on its own from transmittance 1 gives its colour C_k (weights times
+    colours, no background) and opacity A_k; the camera ray is then exactly
+    ``sum_k T_k C_k + T background`` with ``T_k = prod_{j<k} (1 - A_j)`` and T the product of
+    all (1 - A_k). With one piece this is the usual ``C + (1 - A) background``.
+
+    Args:
+        rgb: (N * K, 3) each piece's colour without background; acc: (N * K,) its opacity.
+        pieces: K.
+        background: (3,), per camera ray (N, 3), or None (black).
+    Returns:
+        rgb (N, 3) with the background, acc (N,).
+    """
+    if pieces == 1:
+        out = rgb if background is None else rgb + (1.0 - acc)[:, None] * background.to(rgb)
+        return out, acc
+    c = rgb.reshape(-1, pieces, 3)
+    clear = (1.0 - acc).reshape(-1, pieces)
+    trans = torch.cumprod(torch.cat([torch.ones_like(clear[:, :1]), clear], dim=1), dim=1)
+    out = (trans[:, :-1, None] * c).sum(dim=1)
+    total = 1.0 - trans[:, -1]
+    if background is not None:
+        out = out + trans[:, -1:] * background.to(out)
+    return out, total

@@ -59,7 +59,8 @@ class FastTeacherTrainer:
                                           config.hidden, config.dir_freqs, sigma_init, 1.0 / cell, aspect).to(self.device)
             self.field.use_mlp.fill_(False)
         self.renderer = GridTeacherRenderer(self.field, self.near, self.far, self.background, config.step_ratio,
-                                            config.color_weight_threshold, config.eval_chunk_rays)  # fmt: skip
+                                            config.color_weight_threshold, config.eval_chunk_rays,
+                                            ray_map=scene.ray_map)  # fmt: skip
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed + 1)
         self.optimizer = self._make_optimizer()
@@ -173,7 +174,7 @@ class FastTeacherTrainer:
             a = out.acc.clamp(1e-6, 1 - 1e-6)
             loss = loss - c.opacity_entropy_weight * (a * torch.log(a) + (1 - a) * torch.log1p(-a)).mean()
         if c.distortion_weight > 0 and self.stage > 0:
-            dist = packed_distortion(out.weights, out.samples.t, out.step, out.samples.ray_id, n, out.start)
+            dist = packed_distortion(out.weights, out.samples.t, out.step, out.samples.ray_id, out.num_rays, out.start)
             loss = loss + c.distortion_weight * dist.mean()
         if c.tv_density > 0:
             loss = loss + c.tv_density * grid_tv(self.field.density_grid)

@@ -25,11 +25,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kilonerf.data.cameras import ray_box_intersect
+from kilonerf.data.cameras import clip_to_box
 from kilonerf.data.scene import Scene
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.metrics.psnr import mse_to_psnr_tensor
 from kilonerf.render.dense import render_dense
+from kilonerf.render.volume import join_pieces
 from kilonerf.render.student import StudentRenderer
 from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.train.config.student import FinetuneConfig
@@ -59,7 +60,6 @@ class FinetuneTrainer:
         self.config, self.device = config, torch.device(device)
         self.rays_per_step = config.rays_per_step
         self.student = student.to(self.device)
-        self.near, self.far = float(scene.near), float(scene.far)
         self.background = torch.as_tensor(scene.background, dtype=torch.float32, device=self.device)
         self.renderer = StudentRenderer(self.student, occupancy, scene, config.render_samples, config.render_chunk_rays)
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
@@ -71,22 +71,18 @@ class FinetuneTrainer:
         c = self.config
         return c.lr * c.lr_decay_rate ** (step / c.lr_decay_steps)
 
-    def segments(self, origins: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
-        """(N,) near and far: the box entry and exit, clipped to the scene's near/far; rays
-        that miss get an empty segment (zero opacity: background only)."""
-        near, far, hit = ray_box_intersect(origins, dirs, self.student.bbox)
-        near = near.clamp_min(self.near)
-        far = far.clamp_max(self.far)
-        return near, torch.where(hit & (far > near), far, near)
-
     def train_step(self, step: int, origins: Tensor, dirs: Tensor, rgb: Tensor) -> dict[str, Tensor]:
         """One Adam step on rays (B, 3) with target colours (B, 3)."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(step)
-        near, far = self.segments(origins, dirs)
-        out = render_dense(self.student, origins, dirs, near, far, self.config.num_samples, self.background,
+        # Stratified samples from box entry to exit (within the scene's near and far), as the
+        # dense reference places them, with the occupancy grid as the mask.
+        rays = self.renderer.field_rays(origins, dirs)
+        near, far = clip_to_box(rays.origins, rays.dirs, self.student.bbox, rays.near, rays.far)
+        out = render_dense(self.student, rays.origins, rays.dirs, near, far, self.config.num_samples, None,
                            sampling="stratified", generator=self.generator, sample_mask=self.renderer.mask)  # fmt: skip
-        mse = torch.mean((out.rgb - rgb) ** 2)
+        pred, _ = join_pieces(out.rgb, out.acc, rays.pieces, self.background)
+        mse = torch.mean((pred - rgb) ** 2)
         l2 = view_dependent_l2(self.student)
         loss = mse + self.config.l2_weight * l2
         self.optimizer.zero_grad(set_to_none=True)

@@ -13,8 +13,7 @@ from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.fields.nerf import NeRFField
 from kilonerf.metrics.psnr import mse_to_psnr_tensor
-from kilonerf.render.dense import BoxRenderer, render_dense
-from kilonerf.render.volume import RenderOutput
+from kilonerf.render.dense import BoxRenderer
 from kilonerf.train.config.teacher import NeRFTeacherConfig
 
 
@@ -53,7 +52,8 @@ class NeRFTeacherTrainer:
         self.optimizer = torch.optim.Adam(self.field.parameters(), lr=config.lr)
         self.bbox = torch.as_tensor(scene.bbox, dtype=torch.float32, device=self.device)
         self.background = torch.as_tensor(scene.background, dtype=torch.float32, device=self.device)
-        self.renderer = BoxRenderer(self.field, self.bbox, self.background, config.num_samples, config.eval_chunk_points)
+        self.renderer = BoxRenderer(self.field, self.bbox, self.background, config.num_samples, config.eval_chunk_points,
+                                    scene.ray_map)  # fmt: skip
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed + 1)
         self.step = 0
@@ -63,20 +63,9 @@ class NeRFTeacherTrainer:
         c = self.config
         return c.lr * c.lr_decay_rate ** (step / c.lr_decay_steps)
 
-    def render(self, origins: Tensor, dirs: Tensor, sampling: str) -> RenderOutput:
-        """Differentiable render of rays (N, 3) inside the scene box."""
-        near, far = self.renderer.segments(origins, dirs)
-        return render_dense(
-            self.field,
-            origins,
-            dirs,
-            near,
-            far,
-            self.config.num_samples,
-            self.background,
-            sampling=sampling,
-            generator=self.generator,
-        )
+    def render(self, origins: Tensor, dirs: Tensor, sampling: str) -> Tensor:
+        """Differentiable render of world rays (N, 3) inside the scene box: rgb (N, 3)."""
+        return self.renderer.render(origins, dirs, sampling, self.generator)[0]
 
     def train_step(self, step: int, origins: Tensor, dirs: Tensor, rgb: Tensor) -> dict[str, Tensor]:
         """One Adam step on rays (B, 3) with targets (B, 3); returns 0-dim tensors loss, psnr."""
@@ -84,7 +73,7 @@ class NeRFTeacherTrainer:
             group["lr"] = self.lr_at(step)
         self.field.train()
         out = self.render(origins, dirs, "stratified")
-        loss = torch.mean((out.rgb - rgb) ** 2)
+        loss = torch.mean((out - rgb) ** 2)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

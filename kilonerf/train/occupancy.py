@@ -48,6 +48,11 @@ def build_student_occupancy(
         samples_per_axis=cfg.samples_per_axis, device=device,
     )  # fmt: skip
     grid = grid.dilate(cfg.dilation) if cfg.dilation > 0 else grid
+    reachable = scene.ray_map.voxel_mask(box, res) if scene.ray_map is not None else None
+    if reachable is not None:
+        # Space no ray reaches (the empty corners of contracted space) never got a gradient:
+        # the teacher's initial density there must not make networks to distill.
+        grid = OccupancyGrid.from_dense(grid.to_dense().cpu() & reachable, grid.bbox)
     # Carving compares world distances with the cameras' depth maps, which a mapped scene
     # type does not have; forward-facing novel views stay near the cameras, which see what
     # the teacher marked, so there are no hidden regions for them to reveal.

@@ -57,14 +57,15 @@ def load_teacher(path: Path, scene: Scene, kind: str, params: dict[str, Any], de
             c = FastTeacherConfig.from_dict(params, "teacher_params")
             field = GridTeacherField.from_state_dict(state["model"], c.dir_freqs).to(device)
             return GridTeacherRenderer(field, scene.near, scene.far, background, c.step_ratio, c.color_weight_threshold,
-                                       c.eval_chunk_rays, coarse=int(state["stage"]) == 0)  # fmt: skip
+                                       c.eval_chunk_rays, coarse=int(state["stage"]) == 0,
+                                       ray_map=scene.ray_map)  # fmt: skip
         if kind == "nerf":
             n = NeRFTeacherConfig.from_dict(params, "teacher_params")
             field = nerf_field(n, scene)
             field.load_state_dict(state["model"])
             field = field.to(device).eval()
             bbox = torch.as_tensor(scene.bbox, dtype=torch.float32, device=device)
-            return BoxRenderer(field, bbox, background, n.num_samples, n.eval_chunk_points)
+            return BoxRenderer(field, bbox, background, n.num_samples, n.eval_chunk_points, scene.ray_map)
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
         raise RunError(f"{path}: cannot load the {kind} teacher ({type(exc).__name__}: {exc})") from exc
     raise RunError(f"unknown teacher '{kind}' (have: {', '.join(TEACHERS)})")

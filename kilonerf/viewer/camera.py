@@ -17,9 +17,8 @@ from torch import Tensor
 from viser.transforms import SO3
 
 from kilonerf.data.camera_paths import box_centre, reference_cameras, scene_up
-from kilonerf.data.cameras import look_at, pixel_coords
-from kilonerf.data.scene import RayMap, Scene
-from kilonerf.data.scene_types import scene_rays
+from kilonerf.data.cameras import camera_rays, look_at, pixel_coords
+from kilonerf.data.scene import Scene
 
 _FLIP_YZ = np.diag([1.0, -1.0, -1.0])
 
@@ -40,15 +39,14 @@ class ViewCamera:
         height = max(1, int(height))
         return height, max(1, round(height * self.aspect))
 
-    def rays(self, height: int, device: torch.device | str = "cpu",
-             ray_map: RayMap | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
-        """origins (H*W, 3) and unit directions (H*W, 3) through the pixel centres of a
-        ``height``-pixel-tall frame, row-major, mapped by the scene's ``ray_map``."""
+    def rays(self, height: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """World origins (H*W, 3) and unit directions (H*W, 3) through the pixel centres of a
+        ``height``-pixel-tall frame, row-major."""
         h, w = self.size(height)
         focal = 0.5 * h / math.tan(0.5 * self.fov_y)
         intrinsics = torch.tensor([focal, focal, 0.5 * w, 0.5 * h], dtype=torch.float32, device=device)
         pose = torch.as_tensor(self.c2w, dtype=torch.float32, device=device)
-        return scene_rays(ray_map, pose, intrinsics, pixel_coords(h, w, device=device))
+        return camera_rays(pose, intrinsics, pixel_coords(h, w, device=device))
 
 
 def from_opencv(wxyz: np.ndarray, position: np.ndarray, fov_y: float, aspect: float) -> ViewCamera:

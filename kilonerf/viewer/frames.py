@@ -86,7 +86,7 @@ class FrameRenderer:
         h, w = camera.size(height)
         render_band = self._band_fn(settings)
         t0 = time.perf_counter()
-        origins, dirs = camera.rays(h, self.device, self.scene.ray_map)
+        origins, dirs = camera.rays(h, self.device)
         rgb, samples = [], 0
         for lo in range(0, origins.shape[0], self.band_rays):
             if cancelled():

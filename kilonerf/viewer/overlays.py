@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 import viser
 
 from kilonerf.data.scene import Scene
@@ -39,6 +40,24 @@ def grid_lines(lo: np.ndarray, hi: np.ndarray, res: tuple[int, int, int]) -> np.
     return np.asarray(segs)
 
 
+def to_world(scene: Scene, segments: np.ndarray, pieces: int = 24) -> np.ndarray:
+    """(M, 2, 3) segments in the fields' space -> world segments: unchanged for ``object``
+    scenes; otherwise each is cut into ``pieces`` and mapped back by the scene's ray map (the
+    lines curve in the world), keeping the inner half of the box per axis (the foreground cube
+    of an ``unbounded`` scene, the nearer half of a ``forward`` one), since the rest reaches
+    to infinity."""
+    if scene.ray_map is None or len(segments) == 0:
+        return segments
+    centre = scene.bbox.mean(0)
+    half = 0.25 * (scene.bbox[1] - scene.bbox[0])
+    ends = np.clip(segments, centre - half, centre + half)
+    s = np.linspace(0.0, 1.0, pieces + 1)[None, :, None]
+    pts = ends[:, :1] + s * (ends[:, 1:] - ends[:, :1])  # (M, pieces + 1, 3)
+    world = scene.ray_map.unmap_points(torch.as_tensor(pts.reshape(-1, 3), dtype=torch.float64)).numpy()
+    world = world.reshape(pts.shape)
+    return np.stack([world[:, :-1], world[:, 1:]], axis=2).reshape(-1, 2, 3)
+
+
 @dataclass
 class Overlays:
     """One tab's overlay scene nodes, each shown or hidden on its own."""
@@ -60,7 +79,10 @@ def add_overlays(
     cameras: bool, box: bool, grid: bool,
 ) -> Overlays:  # fmt: skip
     """Add the overlays of ``scene`` (and the student's network grid, when given) to a tab."""
-    extent = float(np.max(scene.bbox[1] - scene.bbox[0]))
+    cams = training_cameras(scene)
+    # A mapped scene's box is not in world units: size the frustums by the cameras' spread.
+    spread = float(np.ptp(np.array([c.position for c in cams]), axis=0).max()) if cams else 1.0
+    extent = float(np.max(scene.bbox[1] - scene.bbox[0])) if scene.ray_map is None else spread
     # Thickness in screen pixels: world-sized lines would swamp the view near the camera.
     line = {"thickness": 1.5, "thickness_units": "screen"}
     frustums = [
@@ -68,15 +90,15 @@ def add_overlays(
             f"/training_cameras/{i:04d}", fov=cam.fov_y, aspect=cam.aspect, scale=0.04 * extent,
             color=(40, 90, 200), wxyz=cam.wxyz, position=cam.position, visible=cameras, **line,
         )
-        for i, cam in enumerate(training_cameras(scene))
+        for i, cam in enumerate(cams)
     ]  # fmt: skip
     box_node = scene_api.add_line_segments(
-        "/scene_box", box_edges(scene.bbox[0], scene.bbox[1]), colors=(220, 60, 40), visible=box, **line
+        "/scene_box", to_world(scene, box_edges(scene.bbox[0], scene.bbox[1])), colors=(220, 60, 40), visible=box, **line
     )
     grid_node = None
     if network_bbox is not None and network_res is not None:
         grid_node = scene_api.add_line_segments(
-            "/network_grid", grid_lines(network_bbox[0], network_bbox[1], network_res), colors=(60, 160, 60),
+            "/network_grid", to_world(scene, grid_lines(network_bbox[0], network_bbox[1], network_res)), colors=(60, 160, 60),
             visible=grid, thickness=1.0, thickness_units="screen",
         )  # fmt: skip
     return Overlays(cameras=frustums, box=box_node, grid=grid_node)

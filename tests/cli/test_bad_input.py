@@ -164,5 +164,5 @@ def test_eval_without_lpips_weights_keeps_psnr_and_ssim(scene_32: Path, monkeypa
 def test_forward_scene_type_for_cameras_all_around(tiny_scene: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     assert main(["train", str(tiny_scene), "--out", str(tmp_path / "run"), "--scene-type", "forward"]) == 2
-    _one_line_error(capsys, "scene type 'forward' needs cameras that look one way", "--scene-type object")
+    _one_line_error(capsys, "scene type 'forward' needs cameras that look one way", "--scene-type unbounded or object")
     assert not (tmp_path / "run").exists()

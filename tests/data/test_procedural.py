@@ -248,3 +248,25 @@ def test_voxel_occupancy_matches_per_voxel_sampling() -> None:
         want[idx] = scene.occupancy(bbox[0] + (np.array(idx) + offsets) * size).any()
     assert 0 < want.sum() < want.size
     assert np.array_equal(got, want)
+
+
+def test_unbounded_kind_is_an_opaque_360_capture(tmp_path: Path) -> None:
+    from kilonerf.data.load import load_scene
+    from kilonerf.data.procedural import GROUND
+    from kilonerf.data.procedural_environment import Environment
+
+    out = write_procedural_scene(tmp_path / "u", seed=0, kind="unbounded", height=12, **SMALL)
+    assert not (out / "bbox.txt").exists()
+    with Image.open(out / "train" / "r_0.png") as im:
+        assert im.mode == "RGB" and im.size == (16, 12)
+    loaded = load_scene(out)
+    assert loaded.scene_type == "unbounded" and loaded.images[0].shape == (12, 16, 3)
+    # Every ray sees something: the ground (at its plane) below the horizon, the sky at infinity above.
+    world = ProceduralScene(environment=Environment(GROUND))
+    o = np.array([[5.0, 0.0, 0.0], [5.0, 0.0, 0.0]])  # looking away from the objects
+    d = np.array([[0.6, 0.0, -0.8], [0.6, 0.0, 0.8]])
+    rgb, alpha, depth = world.trace(o, d)
+    assert (alpha == 1).all() and np.isclose(depth[0], -GROUND / 0.8) and np.isinf(depth[1])
+    assert not np.allclose(rgb[0], rgb[1]) and (rgb < 1).all()
+    with pytest.raises(SceneError, match="unknown procedural scene kind 'room'"):
+        write_procedural_scene(tmp_path / "r", kind="room", **SMALL)

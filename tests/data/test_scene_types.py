@@ -1,5 +1,5 @@
 """Scene types: the NDC map of forward-facing captures (straight rays, round trip, monotone
-depth), detection from the cameras, and rays of every tool going through the map."""
+depth), detection from the cameras, and the rays renderers map through a scene's map."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import torch
 
 from kilonerf.data.cameras import camera_rays, look_at, pixel_coords
 from kilonerf.data.scene import Scene
-from kilonerf.data.scene_types import apply_scene_type, detect_scene_type, ndc_map, scene_rays
+from dataclasses import replace
+
+from kilonerf.data.scene_types import apply_scene_type, detect_scene_type, field_rays, ndc_map
 from kilonerf.errors import SceneError
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -49,7 +51,7 @@ def test_ndc_rays_are_straight_and_depth_is_monotone() -> None:
     mapping = ndc_map(scene)
     px = pixel_coords(24, 32)[::7].double()
     o, d = camera_rays(torch.as_tensor(scene.poses[2]), torch.as_tensor(scene.intrinsics[2]), px)
-    o_n, d_n, length = mapping.map_rays(o, d)
+    o_n, d_n, length = mapping.ndc_rays(o, d)
     torch.testing.assert_close(d_n.norm(dim=1), torch.ones(len(px), dtype=torch.float64))
     torch.testing.assert_close(o_n[:, 2], -torch.ones(len(px), dtype=torch.float64))
     # World points along each ray (beyond the near plane) land on the NDC ray, in order.
@@ -76,10 +78,11 @@ def test_forward_scene_maps_its_box_and_rays() -> None:
     assert scene.bbox[0, 2] == -1.0 and scene.bbox[1, 2] == 1.0
     # Every pixel ray of every camera starts and ends inside the box, far covers it.
     for i in range(len(scene)):
-        o, d = scene_rays(scene.ray_map, torch.as_tensor(scene.poses[i]), torch.as_tensor(scene.intrinsics[i]),
-                          pixel_coords(24, 32).double())  # fmt: skip
-        _, _, length = scene.ray_map.map_rays(*camera_rays(torch.as_tensor(scene.poses[i]),
-                                                           torch.as_tensor(scene.intrinsics[i]), pixel_coords(24, 32).double()))
+        world = camera_rays(torch.as_tensor(scene.poses[i]), torch.as_tensor(scene.intrinsics[i]),
+                            pixel_coords(24, 32).double())  # fmt: skip
+        rays = field_rays(scene.ray_map, *world, scene.near, scene.far)
+        o, d, length = rays.origins, rays.dirs, rays.far
+        assert rays.pieces == 1 and bool((rays.near == 0).all())
         box = torch.as_tensor(scene.bbox)
         for p in (o, o + length[:, None] * d):
             assert bool(((p >= box[0] - 1e-9) & (p <= box[1] + 1e-9)).all())
@@ -91,10 +94,16 @@ def test_forward_scene_maps_its_box_and_rays() -> None:
 
 def test_detection_and_forcing() -> None:
     assert detect_scene_type(forward_scene()) == "forward"
-    assert detect_scene_type(orbit_scene()) == "object"
-    assert apply_scene_type(orbit_scene()).ray_map is None
+    orbit = orbit_scene()
+    # Cameras all around and nothing else known: a 360° capture; a box given or alpha: an object.
+    assert detect_scene_type(orbit) == "unbounded"
+    assert detect_scene_type(replace(orbit, box_given=True)) == "object"
+    with_alpha = replace(orbit, alphas=[np.full((16, 16), 255, np.uint8)] * len(orbit))
+    assert detect_scene_type(with_alpha) == "object"
+    assert apply_scene_type(with_alpha).ray_map is None
     assert apply_scene_type(forward_scene(), "object").scene_type == "object"
-    with pytest.raises(SceneError, match="scene type 'forward' needs cameras that look one way"):
+    assert apply_scene_type(forward_scene(), "unbounded").scene_type == "unbounded"
+    with pytest.raises(SceneError, match="scene type 'forward' needs cameras that look one way.*unbounded or object"):
         apply_scene_type(orbit_scene(), "forward")
     with pytest.raises(SceneError, match="unknown scene type 'sphere'"):
         apply_scene_type(orbit_scene(), "sphere")

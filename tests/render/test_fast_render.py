@@ -214,7 +214,7 @@ def test_native_tiles_pass_sizes_and_leaky_density(rays: tuple[torch.Tensor, tor
     near, far = ray_box_intersect(o, d, BOX)[:2]
     far = torch.maximum(far, near + 1e-3)
     step = (far - near) / (S - 1)
-    k_lo, count = _sample_range(_region(leaky, occ), o, d, near, step, S)  # type: ignore[arg-type]
+    k_lo, count = _sample_range(_region(leaky, occ), o, d, near, step, torch.full((n,), S - 1))  # type: ignore[arg-type]
     for per_pass in (1, 8):
         ref = render_fast(leaky, occ, o, d, near, far, S, None, backend="torch_ref", samples_per_pass=per_pass,
                           density_activation="leaky_relu")

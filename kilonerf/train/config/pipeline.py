@@ -129,14 +129,26 @@ FORWARD_FAST_TEACHER = {
     "teacher_params.res_schedule": [[200, 80, 80], [800, 256, 160]],
 }
 """The same for the fast teacher's grids."""
+UNBOUNDED_SETTINGS = {
+    "student.max_res": 32,
+}
+"""360° scenes over any preset: the foreground cube is half of contracted space per axis, so
+twice the networks per axis keep it as finely divided as an object's box is."""
+UNBOUNDED_FAST_TEACHER = {
+    "teacher_params.res_schedule": [[200, 96, 96], [800, 256, 192]],
+}
+"""The same for the fast teacher's grids."""
 
 
 def scene_type_settings(scene_type: str, teacher: str) -> dict[str, Any]:
     """``SECTION.NAME`` -> value defaults that a scene type sets over the preset's (``--set``
     still wins)."""
-    if scene_type != "forward":
-        return {}
-    return {**FORWARD_SETTINGS, **(FORWARD_FAST_TEACHER if teacher == "fast" else {})}
+    fast = teacher == "fast"
+    if scene_type == "forward":
+        return {**FORWARD_SETTINGS, **(FORWARD_FAST_TEACHER if fast else {})}
+    if scene_type == "unbounded":
+        return {**UNBOUNDED_SETTINGS, **(UNBOUNDED_FAST_TEACHER if fast else {})}
+    return {}
 
 
 def resolve_config(preset: str = "cpu", teacher: str = "fast", no_distill: bool = False, seed: int = 0) -> PipelineConfig:
