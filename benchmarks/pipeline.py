@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--no-distill", action="store_true")
     ap.add_argument("--split", default="val")
-    ap.add_argument("--scene-type", default="auto", help="auto, object or forward (as `kilonerf train`)")
+    ap.add_argument("--scene-type", default="auto", help="auto, object, forward or unbounded (as `kilonerf train`)")
     ap.add_argument("--json")
     ap.add_argument("--reuse-teacher", metavar="RUN",
                     help="copy the teacher checkpoint and occupancy grid of another run of the same scene and preset "

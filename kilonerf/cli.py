@@ -37,6 +37,15 @@ def _cmd_procedural(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_process(args: argparse.Namespace) -> int:
+    from kilonerf.capture.process import format_summary, process_capture
+
+    result = process_capture(args.input, args.out, matching=args.matching, max_images=args.max_images,
+                             max_size=args.max_size, overwrite=args.overwrite)  # fmt: skip
+    print(format_summary(result))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from kilonerf.run.pipeline import open_run, run_pipeline
 
@@ -264,6 +273,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=_cmd_procedural)
+
+    p = sub.add_parser(
+        "process",
+        help="camera poses for your own photos or video (COLMAP on the CPU), written as a scene to train",
+        description="Run structure from motion (pycolmap: SIFT features, matching, incremental mapping, one shared "
+        "camera with radial distortion) on INPUT, a folder of JPEG/PNG photos or a video file, and write the scene "
+        "folder OUT: transforms.json (instant-ngp convention), images/, points.ply, bbox.txt, scene_type.txt and "
+        "capture.json (the world transform applied and the statistics). `kilonerf train OUT` then needs no option.",
+    )
+    p.add_argument("input", help="folder of photos (JPEG/PNG, one camera, one size) or a video (MP4, MOV, ...)")
+    p.add_argument("--out", required=True, help="scene folder to write (must not exist or be empty unless --overwrite)")
+    p.add_argument("--matching", choices=("exhaustive", "sequential"),
+                   help="image pairs to match: every pair, or neighbours in order (default: sequential for a video, "
+                   "exhaustive for photos)")
+    p.add_argument("--max-images", type=positive_int, metavar="N",
+                   help="use N photos picked evenly, or N video frames (the sharpest of N windows; default 100)")
+    p.add_argument("--max-size", type=positive_int, metavar="PIXELS",
+                   help="shrink images to at most this many pixels on their longest side (default: keep the size)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=_cmd_process)
 
     p = sub.add_parser(
         "train",

@@ -1,5 +1,6 @@
 """Lens distortion: OpenCV's radial-tangential model, as instant-ngp and nerfstudio record it
-(``k1 k2 k3 p1 p2`` in ``transforms.json``).
+(``k1 k2 k3 p1 p2`` in ``transforms.json``) and as COLMAP's camera models carry it
+(:func:`colmap_camera`).
 
 Photos are undistorted once at load, not rays at every render: every later stage, renderer
 and the compiled kernels then keep their pinhole cameras, and the cost is one resampling per
@@ -37,6 +38,37 @@ def frame_distortion(meta: dict[str, Any], frame: dict[str, Any], json_path: Pat
         coeffs.append(float(value))
     out = np.array(coeffs)
     return out if np.any(out != 0.0) else None
+
+
+COLMAP_MODELS = {
+    # model: (parameter names, in COLMAP's order)
+    "SIMPLE_PINHOLE": ("f", "cx", "cy"),
+    "PINHOLE": ("fx", "fy", "cx", "cy"),
+    "SIMPLE_RADIAL": ("f", "cx", "cy", "k1"),
+    "RADIAL": ("f", "cx", "cy", "k1", "k2"),
+    "OPENCV": ("fx", "fy", "cx", "cy", "k1", "k2", "p1", "p2"),
+}
+"""COLMAP's camera models whose distortion is OpenCV's radial-tangential one (or none)."""
+
+
+def colmap_camera(model: str, params: list[float] | np.ndarray, where: Path | str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A COLMAP camera (model name and parameter list) -> pinhole ``fx fy cx cy`` (4,) and
+    ``k1 k2 k3 p1 p2`` (5,) or None without distortion (COLMAP's pixel convention, the
+    top-left corner at (0, 0), is this project's). SceneError for the fisheye and rational
+    models, and for a parameter count that does not fit the model."""
+    if model not in COLMAP_MODELS:
+        raise SceneError(where, f"camera model '{model}' is not supported (have: {', '.join(COLMAP_MODELS)}); "
+                         "undistort the photos first")
+    names = COLMAP_MODELS[model]
+    values = [float(v) for v in np.asarray(params, dtype=np.float64).reshape(-1)]
+    if len(values) != len(names) or not np.isfinite(values).all():
+        raise SceneError(where, f"camera model '{model}' needs {len(names)} finite parameters "
+                         f"({' '.join(names)}), got {values}")
+    p = dict(zip(names, values))
+    fx, fy = p.get("fx", p.get("f")), p.get("fy", p.get("f"))
+    intrinsics = np.array([fx, fy, p["cx"], p["cy"]])
+    coeffs = np.array([p.get(k, 0.0) for k in DISTORTION_KEYS])
+    return intrinsics, coeffs if np.any(coeffs != 0.0) else None
 
 
 def distort(x: np.ndarray, y: np.ndarray, coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

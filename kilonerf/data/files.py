@@ -21,6 +21,7 @@ import numpy as np
 from kilonerf.data.scene import SPLIT_NAMES
 from kilonerf.errors import SceneError
 from kilonerf.io import read_json
+from kilonerf.names import SCENE_TYPES
 
 
 def read_json_file(path: Path) -> Any:
@@ -117,6 +118,21 @@ def read_background(path: Path) -> np.ndarray:
     if (arr > 1).any():
         arr = arr / 255.0
     return arr.astype(np.float32)
+
+
+SCENE_TYPE_FILE = "scene_type.txt"
+"""Optional side file naming the scene type that ``--scene-type auto`` takes (one word)."""
+
+
+def read_scene_type(path: Path) -> str:
+    """The scene type named in ``path`` (:data:`SCENE_TYPE_FILE`); SceneError if it names none."""
+    try:
+        word = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SceneError(path, f"cannot read ({exc.__class__.__name__})") from None
+    if word not in SCENE_TYPES:
+        raise SceneError(path, f"must hold one of {', '.join(SCENE_TYPES)}, got {word[:40]!r}")
+    return word
 
 
 def scene_extras(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kilonerf.data.files import SCENE_TYPE_FILE, read_scene_type
 from kilonerf.data.scene import SPLIT_NAMES, Scene
 from kilonerf.data.resize import downscale_scene, scale_factor
 from kilonerf.data.scene_types import apply_scene_type
@@ -58,8 +59,9 @@ def load_scene(
             split present. Images of other splits are not decoded.
         background: (3,) RGB in [0, 1] to composite RGBA images onto; None uses the folder's
             ``background_color.txt`` or the format's default.
-        scene_type: ``auto`` (detected from the cameras), ``object`` or ``forward``
-            (:func:`~kilonerf.data.scene_types.apply_scene_type`).
+        scene_type: ``auto`` (the folder's ``scene_type.txt`` when it has one, as ``kilonerf
+            process`` writes it, else detected from the cameras), ``object``, ``forward`` or
+            ``unbounded`` (:func:`~kilonerf.data.scene_types.apply_scene_type`).
         downscale, max_size: divide image sizes by ``downscale`` and/or until the longest side
             is at most ``max_size`` pixels (:func:`~kilonerf.data.resize.scale_factor`).
     Returns:
@@ -78,6 +80,8 @@ def load_scene(
     if downscale is not None or max_size is not None:
         sizes = [scene.image_size(i) for i in range(len(scene))]
         scene = downscale_scene(scene, scale_factor(sizes, downscale, max_size))
+    if scene_type == "auto" and (Path(path) / SCENE_TYPE_FILE).is_file():
+        scene_type = read_scene_type(Path(path) / SCENE_TYPE_FILE)
     return apply_scene_type(scene, scene_type)
 
 

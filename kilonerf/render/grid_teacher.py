@@ -4,6 +4,7 @@ where a sample's weight is high enough. Used by its trainer and to render a trai
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -15,8 +16,8 @@ from kilonerf.data.scene_types import field_rays
 from kilonerf.fields.grid_teacher import GridTeacherField
 from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.occupancy.sampling import PackedSamples, march_occupied
-from kilonerf.render.packed import packed_composite, segment_starts
-from kilonerf.render.volume import composite_weights, join_pieces
+from kilonerf.render.packed import packed_composite, segment_exclusive_cumsum, segment_starts
+from kilonerf.render.volume import MAX_OPTICAL_THICKNESS, composite_weights, join_pieces
 
 
 @dataclass
@@ -48,13 +49,15 @@ class GridTeacherRenderer:
             coarse phase, see :meth:`color_threshold`).
         eval_chunk_rays: rays rendered together by :meth:`render_rays`.
         coarse: whether the field is still in its coarse phase (no resolution step applied).
+        ert_threshold: drop the samples behind this transmittance along their camera ray
+            (0: keep every marched sample), see :meth:`render`.
     """
 
     def __init__(self, field: GridTeacherField, near: float, far: float, background: Tensor, step_ratio: float,
                  color_weight_threshold: float, eval_chunk_rays: int, coarse: bool = True,
-                 ray_map: RayMap | None = None) -> None:  # fmt: skip
+                 ray_map: RayMap | None = None, ert_threshold: float = 0.0) -> None:  # fmt: skip
         self.field, self.near, self.far, self.background = field, float(near), float(far), background
-        self.ray_map = ray_map
+        self.ray_map, self.ert_threshold = ray_map, ert_threshold
         self.step_ratio, self.color_weight_threshold = step_ratio, color_weight_threshold
         self.eval_chunk_rays, self.coarse = eval_chunk_rays, coarse
         self._occupancy: tuple[Tensor, int, OccupancyGrid] | None = None
@@ -101,6 +104,8 @@ class GridTeacherRenderer:
         count = torch.ceil(((far - near).clamp_min(0.0) / step - u).clamp_min(0.0)).long()
         step_t = near.new_full((n,), step)
         s = march_occupied(origins, dirs, near + u * step, step_t, torch.zeros_like(count), count, self.occupancy())
+        if self.ert_threshold > 0:
+            s = self._visible(s, step, k)
         sigma = f.activate(f.raw_density(s.points))
         start = segment_starts(s.ray_id, n)
         weights, alpha, _ = composite_weights(sigma * step, s.ray_id, n, start)
@@ -114,6 +119,18 @@ class GridTeacherRenderer:
                                       acc_weights=weights, acc_ray_id=s.ray_id)
         color, acc = join_pieces(color, acc, k, bg)
         return TeacherRender(color, acc, n, alpha, weights, s, start, step)
+
+    @torch.no_grad()
+    def _visible(self, s: PackedSamples, step: float, pieces: int) -> PackedSamples:
+        """The samples in front of :attr:`ert_threshold` transmittance along their camera ray
+        (its pieces in order), from a pass over the density without gradients. What is
+        dropped weighs at most the threshold in the image."""
+        tau = self.field.activate(self.field.raw_density(s.points)) * step
+        camera = torch.div(s.ray_id, pieces, rounding_mode="floor")
+        before = segment_exclusive_cumsum(tau.clamp_max(MAX_OPTICAL_THICKNESS), segment_starts(camera, s.num_rays // pieces))
+        keep = torch.nonzero(before < -math.log(self.ert_threshold)).squeeze(1)
+        return PackedSamples(s.ray_id.index_select(0, keep), s.t.index_select(0, keep), s.points.index_select(0, keep),
+                             s.num_rays)  # fmt: skip
 
     @torch.no_grad()
     def render_rays(self, origins: Tensor, dirs: Tensor) -> Tensor:

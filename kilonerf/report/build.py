@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kilonerf.io import atomic_dir, atomic_write_text
+from kilonerf.report.capture import plot_capture
 from kilonerf.report.curves import plot_training_curves
 from kilonerf.report.html import cell, note, page, table, views_section
 from kilonerf.report.images import pick_views, write_views
@@ -102,12 +103,20 @@ def _video(inputs: ReportInputs, assets: Path) -> str:
     return f'<video controls loop muted src="{escape(Path(src).as_posix())}"></video>'
 
 
+def _capture(inputs: ReportInputs, assets: Path) -> str | None:
+    """The cameras and sparse points of a scene made by `kilonerf process`; None for other scenes."""
+    data = inputs.meta.get("data")
+    if not data or not plot_capture(Path(data), assets / "capture.png"):
+        return None
+    return f'<img class="curves" src="{ASSETS}/capture.png" alt="cameras and sparse points">'
+
+
 def write_report(run_dir: str | Path, split: str | None = None, views: int = 4, video: str | Path | None = None) -> Path:
     """Write RUN/report.html and its assets in RUN/report/ (replaced whole); returns the page.
 
     Shows, for ``views`` views of the evaluated ``split`` (default: test, else val), the ground
     truth, the teacher's and the student's renders (from ``kilonerf eval``) and the error
-    heatmap; the metrics; the speed table of RUN/summary.json; training curves from
+    heatmap; the cameras and sparse points of a processed capture; the metrics; the speed table of RUN/summary.json; training curves from
     RUN/stages.json; and ``video`` (default RUN/video.mp4). Missing pieces get a note.
     """
     run = RunDir(Path(run_dir))
@@ -123,6 +132,9 @@ def write_report(run_dir: str | Path, split: str | None = None, views: int = 4, 
             ("Training", _training(inputs, assets)),
             ("Video", _video(inputs, assets)),
         ]
+        capture = _capture(inputs, assets)
+        if capture is not None:
+            sections.insert(1, ("Capture: cameras and sparse points", capture))
     out = run.report_path
     atomic_write_text(out, page(f"KiloNeRF report: {run.root.name}", sections))
     return out

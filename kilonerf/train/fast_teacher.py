@@ -60,7 +60,7 @@ class FastTeacherTrainer:
             self.field.use_mlp.fill_(False)
         self.renderer = GridTeacherRenderer(self.field, self.near, self.far, self.background, config.step_ratio,
                                             config.color_weight_threshold, config.eval_chunk_rays,
-                                            ray_map=scene.ray_map)  # fmt: skip
+                                            ray_map=scene.ray_map, ert_threshold=config.ert_threshold)  # fmt: skip
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed + 1)
         self.optimizer = self._make_optimizer()

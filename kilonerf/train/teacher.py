@@ -58,7 +58,7 @@ def load_teacher(path: Path, scene: Scene, kind: str, params: dict[str, Any], de
             field = GridTeacherField.from_state_dict(state["model"], c.dir_freqs).to(device)
             return GridTeacherRenderer(field, scene.near, scene.far, background, c.step_ratio, c.color_weight_threshold,
                                        c.eval_chunk_rays, coarse=int(state["stage"]) == 0,
-                                       ray_map=scene.ray_map)  # fmt: skip
+                                       ray_map=scene.ray_map, ert_threshold=c.ert_threshold)  # fmt: skip
         if kind == "nerf":
             n = NeRFTeacherConfig.from_dict(params, "teacher_params")
             field = nerf_field(n, scene)

@@ -138,7 +138,8 @@ class Viewer:
             student.student.res if student is not None else None,
             opts.cameras, opts.box, opts.grid,
         )  # fmt: skip
-        controls = add_controls(client.gui, self.models, self.initial, opts.cameras, opts.box, opts.grid)
+        controls = add_controls(client.gui, self.models, self.initial, opts.cameras, opts.box, opts.grid,
+                                True if overlays.points is not None else None)  # fmt: skip
         tab = _Tab(client=client, controls=controls, overlays=overlays)
         with self._tabs_lock:
             self._tabs[key] = tab
@@ -153,10 +154,12 @@ class Viewer:
             handle.on_update(settings_changed)
 
         def overlays_changed(_: object) -> None:
-            overlays.show(controls.cameras.value, controls.box.value, controls.grid.value)
+            points = bool(controls.points.value) if controls.points is not None else False
+            overlays.show(controls.cameras.value, controls.box.value, controls.grid.value, points)
 
-        for handle in (controls.cameras, controls.box, controls.grid):
-            handle.on_update(overlays_changed)
+        for handle in (controls.cameras, controls.box, controls.grid, controls.points):
+            if handle is not None:
+                handle.on_update(overlays_changed)
 
         def camera_moved(cam: viser.CameraHandle) -> None:
             # A hidden or collapsed page can report a zero-height canvas.

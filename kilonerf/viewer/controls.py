@@ -23,6 +23,8 @@ class Controls:
     box: viser.GuiCheckboxHandle
     grid: viser.GuiCheckboxHandle
     readout: viser.GuiMarkdownHandle
+    points: viser.GuiCheckboxHandle | None = None
+    """Shown only for scenes with sparse points (made by ``kilonerf process``)."""
 
     def settings(self) -> RenderSettings:
         return RenderSettings(
@@ -39,9 +41,11 @@ class Controls:
 
 
 def add_controls(
-    gui: viser.GuiApi, models: list[str], settings: RenderSettings, cameras: bool, box: bool, grid: bool
+    gui: viser.GuiApi, models: list[str], settings: RenderSettings, cameras: bool, box: bool, grid: bool,
+    points: bool | None = None,
 ) -> Controls:
-    """Add the panel to one tab's GUI, starting from ``settings`` and the overlay flags."""
+    """Add the panel to one tab's GUI, starting from ``settings`` and the overlay flags
+    (``points`` None: the scene has no sparse points, no checkbox)."""
     with gui.add_folder("Render"):
         model = gui.add_dropdown("model", models, initial_value=settings.model)
         height = gui.add_slider("resolution (px)", MIN_HEIGHT, MAX_HEIGHT, 8, settings.height,
@@ -55,8 +59,9 @@ def add_controls(
         cams = gui.add_checkbox("training cameras", cameras)
         box_box = gui.add_checkbox("scene box", box)
         grid_box = gui.add_checkbox("network grid", grid, disabled="student" not in models)
+        points_box = gui.add_checkbox("sparse points", points) if points is not None else None
     readout = gui.add_markdown("waiting for the first frame")
-    controls = Controls(model, height, ert, skip, per_pass, cams, box_box, grid_box, readout)
+    controls = Controls(model, height, ert, skip, per_pass, cams, box_box, grid_box, readout, points_box)
     controls.sync_enabled()
     return controls
 

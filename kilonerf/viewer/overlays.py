@@ -1,4 +1,5 @@
-"""Line overlays drawn over the render: training cameras, the scene box, the network grid."""
+"""Overlays drawn over the render: training cameras, the scene box, the network grid, and the
+sparse points of a scene made by ``kilonerf process``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import numpy as np
 import torch
 import viser
 
+from kilonerf.data.points import POINTS_FILE, read_points
 from kilonerf.data.scene import Scene
+from kilonerf.errors import KiloNerfError
 from kilonerf.viewer.camera import training_cameras
 
 
@@ -58,6 +61,26 @@ def to_world(scene: Scene, segments: np.ndarray, pieces: int = 24) -> np.ndarray
     return np.stack([world[:, :-1], world[:, 1:]], axis=2).reshape(-1, 2, 3)
 
 
+MAX_POINTS = 50_000
+"""Sparse points sent to a tab at most (a random subset beyond)."""
+
+
+def scene_points(scene: Scene) -> tuple[np.ndarray, np.ndarray] | None:
+    """Points (N, 3) and colours (N, 3) uint8 of the scene folder's ``points.ply`` (at most
+    :data:`MAX_POINTS`), or None when it has none or it cannot be read."""
+    path = scene.root / POINTS_FILE if scene.root is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        points, colors = read_points(path)
+    except KiloNerfError:
+        return None  # an overlay is optional; a bad file must not stop the viewer
+    if len(points) > MAX_POINTS:
+        pick = np.random.default_rng(0).choice(len(points), MAX_POINTS, replace=False)
+        points, colors = points[pick], colors[pick]
+    return points, colors
+
+
 @dataclass
 class Overlays:
     """One tab's overlay scene nodes, each shown or hidden on its own."""
@@ -65,20 +88,24 @@ class Overlays:
     cameras: list[viser.CameraFrustumHandle]
     box: viser.LineSegmentsHandle
     grid: viser.LineSegmentsHandle | None
+    points: viser.PointCloudHandle | None = None
 
-    def show(self, cameras: bool, box: bool, grid: bool) -> None:
+    def show(self, cameras: bool, box: bool, grid: bool, points: bool = True) -> None:
         for frustum in self.cameras:
             frustum.visible = cameras
         self.box.visible = box
         if self.grid is not None:
             self.grid.visible = grid
+        if self.points is not None:
+            self.points.visible = points
 
 
 def add_overlays(
     scene_api: viser.SceneApi, scene: Scene, network_bbox: np.ndarray | None, network_res: tuple[int, int, int] | None,
-    cameras: bool, box: bool, grid: bool,
+    cameras: bool, box: bool, grid: bool, points: bool = True,
 ) -> Overlays:  # fmt: skip
-    """Add the overlays of ``scene`` (and the student's network grid, when given) to a tab."""
+    """Add the overlays of ``scene`` (and the student's network grid, when given; the sparse
+    points when the scene folder has ``points.ply``) to a tab."""
     cams = training_cameras(scene)
     # A mapped scene's box is not in world units: size the frustums by the cameras' spread.
     spread = float(np.ptp(np.array([c.position for c in cams]), axis=0).max()) if cams else 1.0
@@ -101,4 +128,9 @@ def add_overlays(
             "/network_grid", to_world(scene, grid_lines(network_bbox[0], network_bbox[1], network_res)), colors=(60, 160, 60),
             visible=grid, thickness=1.0, thickness_units="screen",
         )  # fmt: skip
-    return Overlays(cameras=frustums, box=box_node, grid=grid_node)
+    cloud = scene_points(scene)
+    points_node = None
+    if cloud is not None:
+        points_node = scene_api.add_point_cloud("/sparse_points", points=cloud[0], colors=cloud[1],
+                                                point_size=0.01 * spread, visible=points)  # fmt: skip
+    return Overlays(cameras=frustums, box=box_node, grid=grid_node, points=points_node)

@@ -73,3 +73,19 @@ def test_ngp_loader_undistorts_and_refuses_fisheye(tmp_path: Path) -> None:
     json_path.write_text(json.dumps({**meta, "k4": 0.1, "is_fisheye": True}))
     with pytest.raises(SceneError, match="is not supported; undistort the photos first"):
         load_scene(root)
+
+
+def test_colmap_camera_models() -> None:
+    from kilonerf.data.distortion import colmap_camera
+
+    intr, coeffs = colmap_camera("SIMPLE_RADIAL", [500.0, 320.0, 240.0, -0.1], "cameras.bin")
+    np.testing.assert_array_equal(intr, [500.0, 500.0, 320.0, 240.0])
+    np.testing.assert_array_equal(coeffs, [-0.1, 0.0, 0.0, 0.0, 0.0])
+    intr, coeffs = colmap_camera("OPENCV", [500.0, 510.0, 320.0, 240.0, -0.1, 0.02, 1e-3, -2e-3], "cameras.bin")
+    np.testing.assert_array_equal(intr, [500.0, 510.0, 320.0, 240.0])
+    np.testing.assert_array_equal(coeffs, [-0.1, 0.02, 0.0, 1e-3, -2e-3])  # k1 k2 k3 p1 p2
+    assert colmap_camera("PINHOLE", [500.0, 510.0, 320.0, 240.0], "c")[1] is None
+    with pytest.raises(SceneError, match="camera model 'OPENCV_FISHEYE' is not supported"):
+        colmap_camera("OPENCV_FISHEYE", [1.0] * 8, "c")
+    with pytest.raises(SceneError, match="'RADIAL' needs 5 finite parameters"):
+        colmap_camera("RADIAL", [1.0, 2.0], "c")

@@ -228,6 +228,7 @@ def test_written_scene_loads(tmp_path: Path) -> None:
     out = write_procedural_scene(tmp_path / "s", seed=0, **SMALL)
     loaded = load.load_scene(out)
     assert len(loaded) == 7 and loaded.images[0].shape == (16, 16, 3)
+    assert loaded.scene_type == "object"  # photos with alpha (and a box)
     np.testing.assert_allclose(loaded.bbox, np.loadtxt(out / "bbox.txt").reshape(2, 3))
     assert (loaded.near, loaded.far) == (2.0, 6.0)
     # The loader composites onto white: it matches our own compositing of the PNG.

@@ -115,3 +115,17 @@ def test_shared_scenes_are_detected() -> None:
 
     assert load_scene(SHARED / "fern_llff", splits=["test"]).scene_type == "forward"
     assert load_scene(SHARED / "lego_100", splits=["val"]).scene_type == "object"
+
+
+def test_scene_type_file_is_taken_by_auto(tmp_path: Path) -> None:
+    from kilonerf.data.load import load_scene
+    from tests.helpers.scenes import make_blender
+
+    root = make_blender(tmp_path / "s")
+    assert load_scene(root).scene_type == "object"  # alpha
+    (root / "scene_type.txt").write_text("unbounded\n")
+    assert load_scene(root).scene_type == "unbounded"
+    assert load_scene(root, scene_type="object").scene_type == "object"  # forcing still wins
+    (root / "scene_type.txt").write_text("sphere")
+    with pytest.raises(SceneError, match="scene_type.txt: must hold one of object, forward, unbounded, got 'sphere'"):
+        load_scene(root)

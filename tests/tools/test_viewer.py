@@ -54,6 +54,25 @@ def test_box_edges_and_grid_lines() -> None:
     np.testing.assert_allclose(steps, 1.0)  # the y cells are 4 / 4 wide
 
 
+def test_overlays_of_a_contracted_scene_are_drawn_in_the_world() -> None:
+    from dataclasses import replace
+
+    from kilonerf.data.contraction import ContractionMap
+    from kilonerf.data.scene import Scene
+    from kilonerf.viewer.overlays import to_world
+
+    poses = np.stack([look_at(np.array([4.0, 0.0, 1.0])), look_at(np.array([-4.0, 0.0, 1.0]))])
+    scene = Scene([np.zeros((4, 4, 3), np.uint8)] * 2, np.tile([4.0, 4.0, 2.0, 2.0], (2, 1)), poses,
+                  {"train": np.arange(2)}, np.array([[-2.0] * 3, [2.0] * 3]), 0.0, 3.5)  # fmt: skip
+    edges = box_edges(scene.bbox[0], scene.bbox[1])
+    np.testing.assert_array_equal(to_world(scene, edges), edges)  # object: the box itself
+    mapped = replace(scene, ray_map=ContractionMap(np.array([1.0, 0.0, 0.0]), np.array([0.5, 1.0, 2.0]), 0.0))
+    world = to_world(mapped, edges, pieces=4).reshape(-1, 3)
+    # The contracted box's finite part is the foreground box, drawn around its world centre.
+    np.testing.assert_allclose(world.min(0), [0.5, -1.0, -2.0])
+    np.testing.assert_allclose(world.max(0), [1.5, 1.0, 2.0])
+
+
 def test_preview_sizer_follows_the_measured_time() -> None:
     sizer = PreviewSizer(budget_s=0.05, start_height=64, min_height=16)
     assert sizer.height("student", 200) == 64

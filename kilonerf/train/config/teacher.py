@@ -46,6 +46,11 @@ class FastTeacherConfig(Settings):
     color_weight_threshold: float = setting(1e-3, ge=0, lt=1)
     """Colour (feature gather + MLP) only on samples whose weight exceeds this, after the
     coarse phase; the others render black."""
+    ert_threshold: float = setting(0.0, ge=0, lt=1)
+    """Renders drop the samples behind this transmittance along their camera ray (found by a
+    first pass without gradients; 0: every marched sample is kept). Space behind surfaces
+    that no camera sees (a 360° capture's ground) keeps its initial fog, which every ray that
+    hits the surface would otherwise march and differentiate."""
     bbox_alpha: float = setting(1e-2, gt=0, lt=1)
     """Opacity over one coarse cell that counts as 'object' when shrinking the box."""
     bbox_margin_cells: float = setting(2.5, ge=0)
