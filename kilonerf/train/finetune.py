@@ -79,9 +79,17 @@ class FinetuneTrainer:
         # dense reference places them, with the occupancy grid as the mask.
         rays = self.renderer.field_rays(origins, dirs)
         near, far = clip_to_box(rays.origins, rays.dirs, self.student.bbox, rays.near, rays.far)
-        out = render_dense(self.student, rays.origins, rays.dirs, near, far, self.config.num_samples, None,
+        # Pieces are padded to the most any ray of the batch has; only those of some length are sampled.
+        live = torch.nonzero(far > near).squeeze(1) if rays.pieces > 1 else None
+        o, d = (rays.origins, rays.dirs) if live is None else (rays.origins[live], rays.dirs[live])
+        lo, hi = (near, far) if live is None else (near[live], far[live])
+        out = render_dense(self.student, o, d, lo, hi, self.config.num_samples, None,
                            sampling="stratified", generator=self.generator, sample_mask=self.renderer.mask)  # fmt: skip
-        pred, _ = join_pieces(out.rgb, out.acc, rays.pieces, self.background)
+        colour, acc = out.rgb, out.acc
+        if live is not None:
+            colour = colour.new_zeros(near.shape[0], 3).index_put((live,), colour)
+            acc = acc.new_zeros(near.shape[0]).index_put((live,), acc)
+        pred, _ = join_pieces(colour, acc, rays.pieces, self.background)
         mse = torch.mean((pred - rgb) ** 2)
         l2 = view_dependent_l2(self.student)
         loss = mse + self.config.l2_weight * l2
