@@ -6,173 +6,11 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
-from pathlib import Path
 
+from kilonerf import commands
 from kilonerf.errors import KiloNerfError
 from kilonerf.names import MODELS, PRESETS, PROCEDURAL_KINDS, SCENE_TYPES, STAGES, TEACHERS, WRITE_FORMATS
 from kilonerf.runtime import reuse_freed_memory
-
-
-def _cmd_convert(args: argparse.Namespace) -> int:
-    from kilonerf.data.convert import convert_scene
-    from kilonerf.io import check_output_parent
-
-    check_output_parent(args.dst, "DST", create=True)
-    convert_scene(args.src, args.dst, to=args.to, overwrite=args.overwrite)
-    print(f"wrote {args.to} scene to {args.dst}")
-    return 0
-
-
-def _cmd_procedural(args: argparse.Namespace) -> int:
-    from kilonerf.data.procedural import write_procedural_scene
-    from kilonerf.io import check_output_parent
-
-    check_output_parent(args.out, "OUT", create=True)
-    out = write_procedural_scene(
-        args.out, size=args.size, n_train=args.train, n_val=args.val, n_test=args.test,
-        seed=args.seed, overwrite=args.overwrite, kind=args.kind, height=args.height,
-    )  # fmt: skip
-    size = f"{args.size} x {args.height or args.size}"
-    print(f"wrote the {args.kind} procedural scene ({args.train}/{args.val}/{args.test} views, {size} px) to {out}")
-    return 0
-
-
-def _cmd_process(args: argparse.Namespace) -> int:
-    from kilonerf.capture.process import format_summary, process_capture
-
-    result = process_capture(args.input, args.out, matching=args.matching, max_images=args.max_images,
-                             max_size=args.max_size, overwrite=args.overwrite)  # fmt: skip
-    print(format_summary(result))
-    return 0
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from kilonerf.run.pipeline import open_run, run_pipeline
-
-    overrides = dict(_parse_setting(s) for s in args.set)
-    run, cfg, scene = open_run(args.data, args.out, args.preset, args.teacher, args.no_distill, overrides,
-                               args.scene_type, args.downscale, args.max_size)  # fmt: skip
-    device = torch_device(args.device)
-    print(f"run {run.root}: preset {cfg.preset}, teacher {cfg.teacher}, device {device}")
-    run_pipeline(run, cfg, scene, device, [args.stage] if args.stage else None)
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from kilonerf.demo import DemoConfig, run_demo
-
-    overrides = dict(_parse_setting(s) for s in args.set)
-    device = torch_device(args.device)
-    run_demo(args.out, DemoConfig(size=args.size, overrides=overrides), device)
-    return 0
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from kilonerf.evaluation import evaluate_split, format_table
-    from kilonerf.io import atomic_write_json, check_output_file
-    from kilonerf.run.models import default_model, load_renderer, load_run_scene
-    from kilonerf.run.folder import RunDir
-
-    if args.json:
-        check_output_file(args.json, "--json")
-    run = RunDir(Path(args.run))
-    run.read_meta()
-    device = torch_device(args.device)
-    model = args.model or default_model(run)
-    scene = load_run_scene(run, args.data)
-    if args.split not in scene.splits:
-        raise KiloNerfError(f"{scene.root}: no '{args.split}' split (has: {', '.join(scene.splits)})")
-    render = load_renderer(run, model, scene, device, backend=args.backend)
-    out_dir = run.eval_dir(model, args.split)
-    info = {"model": model, "data": str(Path(scene.root or "").resolve())}
-    result = evaluate_split(render, scene, args.split, out_dir, device, max_views=args.max_views, info=info)
-    print(format_table({model: result}))
-    print(f"{result['views']} views of '{args.split}'; images and metrics.json in {out_dir}")
-    if args.json:
-        atomic_write_json(args.json, result)
-    return 0
-
-
-def _cmd_render(args: argparse.Namespace) -> int:
-    from kilonerf.render_path import render_run
-
-    if args.out is None and args.save_path is None:
-        raise KiloNerfError("give --out (a .mp4 file or a folder) and/or --save-path FILE.json")
-    device = torch_device(args.device)
-    path, model = render_run(
-        args.run, args.path, args.out, model=args.model, width=args.resolution, frames=args.frames, fps=args.fps,
-        device=device, data=args.data, save_path=args.save_path, overwrite=args.overwrite,
-    )  # fmt: skip
-    if args.save_path:
-        print(f"wrote the camera path ({len(path)} frames) to {args.save_path}")
-    if args.out:
-        print(f"rendered {len(path)} frames of {path.width} x {path.height} with the {model} to {args.out}")
-    return 0
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from kilonerf.report import write_report
-
-    out = write_report(args.run, split=args.split, views=args.views, video=args.video)
-    print(f"wrote {out} (open it in a browser; its images are in {out.parent / 'report'})")
-    return 0
-
-
-def _cmd_view(args: argparse.Namespace) -> int:
-    import time
-
-    from kilonerf.viewer.app import ViewerOptions, open_viewer
-    from kilonerf.viewer.controls import MAX_HEIGHT, MIN_HEIGHT
-
-    if not 0 <= args.port <= 65535:
-        raise KiloNerfError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
-    if args.height is not None and not MIN_HEIGHT <= args.height <= MAX_HEIGHT:
-        raise KiloNerfError(f"--height must be in {MIN_HEIGHT}..{MAX_HEIGHT} pixels, got {args.height}")
-    device = torch_device(args.device)
-    options = ViewerOptions(height=args.height, model=args.model)
-    viewer = open_viewer(args.run, args.data, device, options)
-    try:
-        viewer.start(args.host, args.port)
-    except OSError as exc:
-        raise KiloNerfError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
-    print(f"kilonerf viewer of {args.run} on {viewer.url} ({device}); Ctrl-C to stop", flush=True)
-    try:
-        while True:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        print("kilonerf viewer: stopping", flush=True)
-    finally:
-        viewer.stop()
-    return 0
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from kilonerf.bench import format_bench, run_bench
-    from kilonerf.io import atomic_write_json, check_output_file
-    from kilonerf.run.models import load_run_scene
-    from kilonerf.run.folder import RunDir
-
-    if args.json:
-        check_output_file(args.json, "--json")
-    run = RunDir(Path(args.run))
-    run.read_meta()
-    for name in ("resolution", "views", "nerf_rays", "ess_rays"):
-        if getattr(args, name) < 1:
-            raise KiloNerfError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    scene = load_run_scene(run, args.data)
-    result = run_bench(run, scene, args.resolution, args.views, torch_device(args.device), nerf_rays=args.nerf_rays,
-                       ess_rays=args.ess_rays, backend=args.backend, psnr_check=not args.no_psnr)  # fmt: skip
-    print(format_bench(result))
-    if args.json:
-        atomic_write_json(args.json, result)
-    return 0
-
-
-def _parse_setting(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or "." not in key:
-        raise KiloNerfError(f"--set expects SECTION.NAME=VALUE (e.g. finetune_loop.max_steps=100), got '{text}'")
-    return key, value
 
 
 def positive_int(text: str) -> int:
@@ -194,20 +32,6 @@ def at_least_one(text: str) -> float:
     if not 1.0 <= value < float("inf"):
         raise ValueError(text)
     return value
-
-
-def torch_device(name: str | None):  # noqa: ANN201 - torch imported lazily to keep --help fast
-    """The ``--device`` option: the named device, or cuda when available else cpu for None."""
-    import torch
-
-    from kilonerf.run.pipeline import default_device
-
-    if name is None:
-        return default_device()
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise KiloNerfError(f"--device: {exc}") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -241,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                    help="override one setting of the run, e.g. teacher_loop.max_steps=100")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=commands.cmd_demo)
 
     p = sub.add_parser(
         "convert",
@@ -253,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", help="folder to write (must not exist unless --overwrite)")
     p.add_argument("--to", choices=WRITE_FORMATS, required=True, help="output format")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
-    p.set_defaults(func=_cmd_convert)
+    p.set_defaults(func=commands.cmd_convert)
 
     p = sub.add_parser(
         "procedural",
@@ -272,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=int, default=50, help="test views (default 50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.set_defaults(func=_cmd_procedural)
+    p.set_defaults(func=commands.cmd_procedural)
 
     p = sub.add_parser(
         "process",
@@ -292,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-size", type=positive_int, metavar="PIXELS",
                    help="shrink images to at most this many pixels on their longest side (default: keep the size)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.set_defaults(func=_cmd_process)
+    p.set_defaults(func=commands.cmd_process)
 
     p = sub.add_parser(
         "train",
@@ -314,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                    help="override one setting of a new run, e.g. finetune_loop.max_steps=200")
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=commands.cmd_train)
 
     p = sub.add_parser(
         "eval",
@@ -331,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", metavar="cpu|torch_ref",
                    help="tiny-MLP backend of the student (default: cpu, the compiled one, on the CPU)")
     _add_device(p)
-    p.set_defaults(func=_cmd_eval)
+    p.set_defaults(func=commands.cmd_eval)
 
     p = sub.add_parser(
         "render",
@@ -355,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="the scene folder, if not the one the run was trained on")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     _add_device(p)
-    p.set_defaults(func=_cmd_render)
+    p.set_defaults(func=commands.cmd_render)
 
     p = sub.add_parser(
         "report",
@@ -368,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="evaluated split to show (default: test, else val)")
     p.add_argument("--views", type=positive_int, default=4, help="views shown side by side (default 4)")
     p.add_argument("--video", help="video to embed (default: RUN/video.mp4 if present)")
-    p.set_defaults(func=_cmd_report)
+    p.set_defaults(func=commands.cmd_report)
 
     p = sub.add_parser(
         "view",
@@ -385,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, help="full-resolution frame height in pixels (default: the photos')")
     p.add_argument("--data", help="another folder holding the same scene")
     _add_device(p)
-    p.set_defaults(func=_cmd_view)
+    p.set_defaults(func=commands.cmd_view)
 
     p = sub.add_parser(
         "bench",
@@ -407,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rays per view timed for the NeRF + ESS + ERT row (default 1024)")
     p.add_argument("--no-psnr", action="store_true", help="skip the PSNR comparison with the reference backend")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    p.set_defaults(func=_cmd_bench)
+    p.set_defaults(func=commands.cmd_bench)
     return parser
 
 
