@@ -89,6 +89,12 @@ def check_output_file(path: str | Path, what: str) -> Path:
     return path
 
 
+def is_occupied(path: str | Path) -> bool:
+    """Whether writing a folder at ``path`` would replace something: a file, or a non-empty folder."""
+    path = Path(path)
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
 def check_output_parent(path: str | Path, what: str, create: bool = False) -> None:
     """The folder that will hold ``path`` exists (or, with ``create``, can be created: no file
     stands where one of its folders should be)."""

@@ -18,7 +18,7 @@ from kilonerf.capture.sfm import Reconstruction, run_sfm
 from kilonerf.capture.write import IMAGES_DIR, write_scene
 from kilonerf.data.images import write_png
 from kilonerf.errors import KiloNerfError, SceneError
-from kilonerf.io import atomic_dir, check_output_parent
+from kilonerf.io import atomic_dir, check_output_parent, is_occupied
 
 MIN_REGISTERED_FRACTION = 0.5
 
@@ -35,10 +35,6 @@ class ProcessResult:
     reason: str
     box: np.ndarray | None
     matching: str
-
-
-def _is_blocked(path: Path) -> bool:
-    return path.exists() and (not path.is_dir() or any(path.iterdir()))
 
 
 def process_capture(
@@ -60,7 +56,7 @@ def process_capture(
     check_output_parent(out, "--out", create=True)
     if source.resolve() == out.resolve() or out.resolve() in source.resolve().parents:
         raise SceneError(out, f"would replace the input {source}; give another --out")
-    if _is_blocked(out) and not overwrite:
+    if is_occupied(out) and not overwrite:
         raise SceneError(out, "already exists and is not empty (pass --overwrite to replace it)")
     if max_size is not None and max_size < 16:
         raise KiloNerfError(f"--max-size must be at least 16 pixels, got {max_size}")

@@ -32,7 +32,7 @@ from kilonerf.data.procedural_shapes import (
 from kilonerf.data.procedural_environment import Environment
 from kilonerf.errors import SceneError
 from kilonerf.names import PROCEDURAL_KINDS
-from kilonerf.io import atomic_write_json, atomic_write_text
+from kilonerf.io import atomic_write_json, atomic_write_text, is_occupied
 
 LEGO_CAMERA_ANGLE_X = 0.6911112070083618
 FLOOR = -0.4
@@ -276,10 +276,6 @@ def spiral_poses(n: int, radius: float = 4.0, elevation_deg: float = 30.0, wobbl
     return _sphere_poses(azimuth, elevation, radius)
 
 
-def _is_blocked(path: Path) -> bool:
-    return path.exists() and (not path.is_dir() or any(path.iterdir()))
-
-
 def write_procedural_scene(out_dir: str | Path, size: int = 100, n_train: int = 100, n_val: int = 20,
                            n_test: int = 50, seed: int = 0, overwrite: bool = False, supersample: int = 2,
                            radius: float = 4.0, kind: str = "object", height: int | None = None) -> Path:
@@ -296,7 +292,7 @@ def write_procedural_scene(out_dir: str | Path, size: int = 100, n_train: int = 
     if kind not in PROCEDURAL_KINDS:
         raise SceneError(Path(out_dir), f"unknown procedural scene kind '{kind}' (have: {', '.join(PROCEDURAL_KINDS)})")
     out = Path(out_dir)
-    if _is_blocked(out) and not overwrite:
+    if is_occupied(out) and not overwrite:
         raise SceneError(out, "already exists and is not empty (use --overwrite / overwrite=True to replace it)")
     unbounded = kind == "unbounded"
     scene = (ProceduralScene(default_objects() + distant_pillars(GROUND), environment=Environment(GROUND))
@@ -331,7 +327,7 @@ def write_procedural_scene(out_dir: str | Path, size: int = 100, n_train: int = 
             # Every object lies within 2 of the origin, so [radius - 2, radius + 2] covers it.
             atomic_write_text(tmp / "near_and_far.txt", f"{radius - 2.0} {radius + 2.0}\n")
         if out.exists() or out.is_symlink():
-            if _is_blocked(out) and not overwrite:
+            if is_occupied(out) and not overwrite:
                 raise SceneError(out, "appeared while rendering and is not empty (use --overwrite / overwrite=True)")
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex}"
             os.replace(out, old)
