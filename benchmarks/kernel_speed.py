@@ -2,8 +2,9 @@
 
     python benchmarks/kernel_speed.py [--run RUN] [--threads 2] [--json F]
 
-Backends: the compiled ``cpu`` one and the pure-torch reference ``torch_ref`` (the latter on
-the smaller batches only: it is ~20x slower). Random weights (cost does not depend on them).
+Backends: the compiled ``cpu`` one in fp32 (``cpu``) and with each bf16 engine the CPU has
+(``cpu-bf16-amx``, ``cpu-bf16-avx512``), and the pure-torch reference ``torch_ref`` (on the
+smaller batches only: it is ~20x slower). Random weights (cost does not depend on them).
 
 Sample spreads:
 
@@ -64,6 +65,18 @@ def render_spread(run_path: Path, view_res: int) -> tuple[Tensor, Tensor, Tensor
     return net[keep], local[keep], torch.cat(rec.dirs)[keep], grid.num_networks
 
 
+def timed_backends() -> dict[str, GroupedBackend]:
+    """Label -> backend: ``cpu`` (fp32), ``cpu-bf16-ENGINE`` for the bf16 engines the CPU runs, ``torch_ref``."""
+    from kilonerf.kernels.cpu import CpuFusedBackend
+
+    fp32 = CpuFusedBackend(precision="fp32")
+    out: dict[str, GroupedBackend] = {"cpu": fp32}
+    for engine in fp32.bf16_engines:
+        out[f"cpu-{engine}"] = CpuFusedBackend(precision=engine)
+    out["torch_ref"] = get_backend("torch_ref")
+    return out
+
+
 def time_backend(be: GroupedBackend, p: MultiNetParams, net: Tensor, pos: Tensor, d: Tensor, batch: int,
                  min_seconds: float = 0.5) -> float:  # fmt: skip
     """Samples/s of ``be`` over consecutive batches of ``batch`` samples (best of the rounds)."""
@@ -109,20 +122,20 @@ def main() -> None:
         d = torch.nn.functional.normalize(torch.randn((total, 3), generator=gen), dim=-1)
         spreads[f"uniform-{k}"] = (net, pos, d, k)
     rows = []
+    timed = timed_backends()
     for name, (net, pos, d, k) in spreads.items():
         p = random_params(k)
         used = int(net.unique().numel())
-        for backend in ("cpu", "torch_ref"):
-            be = get_backend(backend)
+        for backend, be in timed.items():
             for b in batches:
                 if b > net.shape[0] or (backend == "torch_ref" and b > args.ref_max_batch):
                     continue
                 row_peak = matmul_flops(repeats=3)
                 rate = time_backend(be, p, net, pos, d, b)
-                rows.append({"spread": name, "networks": k, "networks_used": used, "backend": be.name, "batch": b,
+                rows.append({"spread": name, "networks": k, "networks_used": used, "backend": backend, "batch": b,
                              "samples_per_s": rate, "peak_gflops": row_peak / 1e9,
                              "fraction": rate * tiny_mlp_flops() / row_peak})  # fmt: skip
-                print(f"{name:>12} {k:5d} nets ({used:4d} used) {be.name:>9} batch {b:8d}: {rate / 1e6:7.2f} M samples/s "
+                print(f"{name:>12} {k:5d} nets ({used:4d} used) {backend:>9} batch {b:8d}: {rate / 1e6:7.2f} M samples/s "
                       f"{rows[-1]['fraction'] * 100:5.1f}% of {row_peak / 1e9:.0f} GFLOP/s", flush=True)  # fmt: skip
     best_peak = max([peak] + [r["peak_gflops"] * 1e9 for r in rows])
     print(f"\nfp32 matmul peak (2048^3 torch.mm, {args.threads} threads): best {best_peak / 1e9:.1f} GFLOP/s; "

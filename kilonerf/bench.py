@@ -213,6 +213,7 @@ def run_bench(
         "threads": threads,
         "machine": machine_name(device),
         "backend": be.name,
+        "precision": be.precision,
         "matmul_gflops": peak / 1e9,
         "matmul_size": matmul_size,
         "flops_per_sample": {"kilonerf": tiny_mlp_flops(), "nerf": nerf_mlp_flops()},
@@ -254,7 +255,7 @@ def format_bench(result: dict[str, Any]) -> str:
         lines.append(f"{r['name']:<18} {r['ms_per_frame']:12.1f} {r['samples_per_ray']:12.2f} {r['speedup']:9.0f}x   {r['note']}")
     lines.append("")
     lines.append(
-        f"backend {result['backend']}: {result['samples_per_s'] / 1e6:.2f} M samples/s "
+        f"backend {result['backend']} ({result.get('precision', 'fp32')}): {result['samples_per_s'] / 1e6:.2f} M samples/s "
         f"({result['flops_per_sample']['kilonerf']} FLOP each) = {result['peak_fraction'] * 100:.0f}% of the measured "
         f"fp32 matrix-product rate ({result['matmul_gflops']:.0f} GFLOP/s, {result['matmul_size']}^3 torch.mm); basis: {result['samples_per_s_basis']}"
     )

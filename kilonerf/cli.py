@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                    help="override one setting of a new run, e.g. finetune_loop.max_steps=200")
+    p.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+                   help="train with N local processes (torch.distributed; one per GPU on GPUs); "
+                   "across machines use torchrun -m kilonerf train (see README)")
     p.set_defaults(func=commands.cmd_train)
 
     p = sub.add_parser(
@@ -152,9 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument("--json", help="also write the means and per-image values to this JSON file")
     p.add_argument("--max-views", type=positive_int, help="evaluate only the first N views")
-    p.add_argument("--backend", metavar="cpu|torch_ref",
-                   help="tiny-MLP backend of the student (default: cpu, the compiled one, on the CPU)")
+    p.add_argument("--backend", metavar="cpu|torch_ref|triton|triton_fp16",
+                   help="tiny-MLP backend of the student (default: cpu, the compiled one, on the CPU, else torch_ref; "
+                   "triton: the Triton kernels, for GPUs)")
     _add_device(p)
+    p.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+                   help="render the views in N local processes (one per GPU on GPUs); rank 0 writes")
     p.set_defaults(func=commands.cmd_eval)
 
     p = sub.add_parser(
@@ -179,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="the scene folder, if not the one the run was trained on")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     _add_device(p)
+    p.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+                   help="render the frames in N local processes (one per GPU on GPUs); rank 0 writes")
     p.set_defaults(func=commands.cmd_render)
 
     p = sub.add_parser(
@@ -225,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=2, help="views of the test (else val) split (default 2)")
     p.add_argument("--data", help="another folder holding the same scene")
     p.add_argument("--json", help="also write rows, samples_per_s, peak_fraction and details to this JSON file")
-    p.add_argument("--backend", metavar="cpu|torch_ref", help="KiloNeRF's backend (default: cpu on the CPU)")
+    p.add_argument("--backend", metavar="cpu|torch_ref|triton|triton_fp16",
+                   help="KiloNeRF's backend (default: cpu on the CPU, torch_ref on a GPU; triton: the Triton kernels)")
     p.add_argument("--nerf-rays", type=int, default=128, help="rays per view timed for the NeRF row (default 128)")
     p.add_argument("--ess-rays", type=int, default=1024,
                    help="rays per view timed for the NeRF + ESS + ERT row (default 1024)")
@@ -238,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc N` starts N copies of it
     reuse_freed_memory()
     func: Callable[[argparse.Namespace], int] = args.func
     try:

@@ -43,15 +43,58 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from kilonerf.run.pipeline import open_run, run_pipeline
+    from kilonerf.train.distributed import close, init_from_env
 
     overrides = dict(_parse_setting(s) for s in args.set)
-    run, cfg, scene = open_run(args.data, args.out, args.preset, args.teacher, args.no_distill, overrides,
-                               args.scene_type, args.downscale, args.max_size)  # fmt: skip
-    device = torch_device(args.device)
-    print(f"run {run.root}: preset {cfg.preset}, teacher {cfg.teacher}, device {device}")
-    run_pipeline(run, cfg, scene, device, [args.stage] if args.stage else None)
+    if _launching(args):
+        return _launch(args)
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:  # rank 0 creates (or checks and reopens) the run before the others join: bad input stops it alone
+        run, cfg, scene = open_run(args.data, args.out, args.preset, args.teacher, args.no_distill, overrides,
+                                   args.scene_type, args.downscale, args.max_size)  # fmt: skip
+    group, device = init_from_env(torch_device(args.device))  # returns once every rank has joined
+    try:
+        if main:
+            print(f"run {run.root}: preset {cfg.preset}, teacher {cfg.teacher}, device {device}"
+                  + (f", {group.world} processes" if group.active else ""))
+        else:
+            run, cfg, scene = open_run(args.data, args.out)
+        run_pipeline(run, cfg, scene, device, [args.stage] if args.stage else None, group)
+    finally:
+        close(group)
     return 0
+
+
+def _launching(args: argparse.Namespace) -> bool:
+    """Whether this is the command line that starts ``--nproc N`` processes (not one of them)."""
+    import os
+
+    return args.nproc > 1 and "WORLD_SIZE" not in os.environ
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """Run this command line (minus ``--nproc``) in ``args.nproc`` local processes."""
+    import sys
+
+    from kilonerf.train.distributed import launch_local
+
+    return launch_local(args.nproc, [sys.executable, "-m", "kilonerf", *_without_nproc(args.argv)])
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus ``--nproc N`` / ``--nproc=N`` (what each started process runs)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -69,39 +112,57 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from kilonerf.run.models import default_model, load_renderer, load_run_scene
     from kilonerf.run.folder import RunDir
 
+    from kilonerf.train.distributed import close, init_from_env
+
     if args.json:
         check_output_file(args.json, "--json")
     run = RunDir(Path(args.run))
     run.read_meta()
-    device = torch_device(args.device)
-    model = args.model or default_model(run)
-    scene = load_run_scene(run, args.data)
-    if args.split not in scene.splits:
-        raise KiloNerfError(f"{scene.root}: no '{args.split}' split (has: {', '.join(scene.splits)})")
-    render = load_renderer(run, model, scene, device, backend=args.backend)
-    out_dir = run.eval_dir(model, args.split)
-    info = {"model": model, "data": str(Path(scene.root or "").resolve())}
-    result = evaluate_split(render, scene, args.split, out_dir, device, max_views=args.max_views, info=info)
-    print(format_table({model: result}))
-    print(f"{result['views']} views of '{args.split}'; images and metrics.json in {out_dir}")
-    if args.json:
-        atomic_write_json(args.json, result)
+    if _launching(args):
+        return _launch(args)
+    group, device = init_from_env(torch_device(args.device))
+    try:
+        model = args.model or default_model(run)
+        scene = load_run_scene(run, args.data)
+        if args.split not in scene.splits:
+            raise KiloNerfError(f"{scene.root}: no '{args.split}' split (has: {', '.join(scene.splits)})")
+        render = load_renderer(run, model, scene, device, backend=args.backend)
+        out_dir = run.eval_dir(model, args.split)
+        info = {"model": model, "data": str(Path(scene.root or "").resolve())}
+        result = evaluate_split(render, scene, args.split, out_dir, device, max_views=args.max_views, info=info,
+                                group=group)  # fmt: skip
+    finally:
+        close(group)
+    if group.is_main:
+        print(format_table({model: result}))
+        print(f"{result['views']} views of '{args.split}'; images and metrics.json in {out_dir}")
+        if args.json:
+            atomic_write_json(args.json, result)
     return 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from kilonerf.render_path import render_run
+    from kilonerf.render_path import check_render_outputs, render_run
+    from kilonerf.run.folder import RunDir
+    from kilonerf.train.distributed import close, init_from_env
 
     if args.out is None and args.save_path is None:
         raise KiloNerfError("give --out (a .mp4 file or a folder) and/or --save-path FILE.json")
-    device = torch_device(args.device)
-    path, model = render_run(
-        args.run, args.path, args.out, model=args.model, width=args.resolution, frames=args.frames, fps=args.fps,
-        device=device, data=args.data, save_path=args.save_path, overwrite=args.overwrite,
-    )  # fmt: skip
-    if args.save_path:
+    if _launching(args):
+        RunDir(Path(args.run)).read_meta()  # bad input: one line here, not one per process
+        check_render_outputs(args.out, args.save_path, args.overwrite)
+        return _launch(args)
+    group, device = init_from_env(torch_device(args.device))
+    try:
+        path, model = render_run(
+            args.run, args.path, args.out, model=args.model, width=args.resolution, frames=args.frames, fps=args.fps,
+            device=device, data=args.data, save_path=args.save_path, overwrite=args.overwrite, group=group,
+        )  # fmt: skip
+    finally:
+        close(group)
+    if args.save_path and group.is_main:
         print(f"wrote the camera path ({len(path)} frames) to {args.save_path}")
-    if args.out:
+    if args.out and group.is_main:
         print(f"rendered {len(path)} frames of {path.width} x {path.height} with the {model} to {args.out}")
     return 0
 

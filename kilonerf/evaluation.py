@@ -18,6 +18,7 @@ from kilonerf.kernels.perf import sync_device
 from kilonerf.metrics import lpips, lpips_available, psnr, ssim, ssim_skimage
 from kilonerf.metrics.lpips import MIN_SIDE
 from kilonerf.render.volume import RenderFn
+from kilonerf.train.distributed import SINGLE, Group
 
 METRICS = ("psnr", "ssim", "ssim_skimage", "lpips")
 
@@ -31,6 +32,7 @@ def evaluate_split(
     max_views: int | None = None,
     progress: bool = True,
     info: dict[str, Any] | None = None,
+    group: Group = SINGLE,
 ) -> dict[str, Any]:
     """Render each view of ``split`` and score it.
 
@@ -41,21 +43,26 @@ def evaluate_split(
     per view with the same keys and its ``name``. With ``out_dir`` the renders are saved as
     ``<name>.png`` and everything as ``metrics.json`` there; the folder is filled beside its
     place and renamed at the end, replacing an earlier evaluation whole.
+
+    With several ranks (``group``) each renders every N-th view; the views are gathered once
+    and rank 0 alone writes (``ms_per_frame`` is then timed while the other ranks render too).
     """
-    if out_dir is None:
-        return _evaluate(render, scene, split, None, torch.device(device), max_views, progress, info or {})
+    if out_dir is None or not group.is_main:
+        return _evaluate(render, scene, split, None, torch.device(device), max_views, progress, info or {}, group)
     with atomic_dir(out_dir, overwrite=True) as folder:
-        return _evaluate(render, scene, split, folder, torch.device(device), max_views, progress, info or {})
+        return _evaluate(render, scene, split, folder, torch.device(device), max_views, progress, info or {}, group)
 
 
 def _evaluate(render: RenderFn, scene: Scene, split: str, folder: Path | None, device: torch.device,
-              max_views: int | None, progress: bool, info: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+              max_views: int | None, progress: bool, info: dict[str, Any], group: Group) -> dict[str, Any]:  # fmt: skip
     table = RayTable(scene, split, device=device)
     names = [scene.image_names[int(i)] for i in scene.indices(split)]
     count = table.num_images if max_views is None else min(max_views, table.num_images)
     per_image: list[dict[str, Any]] = []
+    images: list[np.ndarray] = []
     with_lpips = lpips_available()
-    for k in tqdm(range(count), desc=f"eval {split}", disable=not progress, unit="view"):
+    views = range(count)[group.share(count)]
+    for k in tqdm(views, desc=f"eval {split}", disable=not (progress and group.is_main), unit="view"):
         origins, dirs, rgb = table.image(k)
         h, w = table.sizes[k]
         sync_device(device)
@@ -75,8 +82,14 @@ def _evaluate(render: RenderFn, scene: Scene, split: str, folder: Path | None, d
             "ms_per_frame": ms,
         }
         per_image.append(row)
-        if folder is not None:
-            write_png(folder / f"{names[k]}.png", to_uint8(pred_img))
+        images.append(to_uint8(pred_img))
+    if group.active:  # rank r rendered views r, r + N, ...: interleave them back in order
+        parts = group.gather((per_image, images))
+        per_image = [parts[k % group.world][0][k // group.world] for k in range(count)]
+        images = [parts[k % group.world][1][k // group.world] for k in range(count)]
+    if folder is not None:
+        for row, image in zip(per_image, images):
+            write_png(folder / f"{row['name']}.png", image)
     result: dict[str, Any] = dict(info)
     result.update({key: _mean([r[key] for r in per_image]) for key in (*METRICS, "ms_per_frame")})
     result.update({"split": split, "views": count, "images": per_image})

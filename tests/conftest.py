@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # The Triton kernels' tests run in Triton's interpreter here. It must be chosen before Triton
+    # is first imported (by anything, torch included), since Triton's own library functions are
+    # built for the interpreter or the GPU compiler when it loads.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# The compiled CPU backend's default is bf16 where the CPU has AMX; the tests compare its fp32
+# path with the references at fp32 tolerances (the bf16 engines: tests/kernels/test_bf16.py).
+os.environ.setdefault("KILONERF_CPU_PRECISION", "fp32")
 
 from kilonerf.cli import main
 from kilonerf.data.procedural import write_procedural_scene

@@ -103,18 +103,22 @@ class MultiNetField(nn.Module):
 
     def evaluate_local(
         self, net_index: Tensor, local: Tensor, dirs: Tensor, backend: str | GroupedBackend | None = None,
-        activation: str = "relu",
+        activation: str = "relu", params: MultiNetParams | None = None,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         """Evaluate given networks at cell-local points (distillation samples per cell).
 
         Args:
-            net_index: (N,) int64 in [0, num_networks); local: (N, 3) in [-1, 1]; dirs: (N, 3).
+            net_index: (N,) int64 in [0, num_networks) (or rows of ``params``); local: (N, 3)
+                in [-1, 1]; dirs: (N, 3).
             activation: the density activation (:func:`activate_density`).
+            params: parameters to evaluate instead of this field's own (e.g. a training copy
+                of some networks, :meth:`MultiNetParams.select`).
         Returns:
             sigma (N,) after the density activation, rgb (N, 3).
         """
         be = get_backend(backend or self.backend)
-        raw, rgb = be.evaluate(self.params(), net_index, local.to(self.bbox.dtype), dirs.to(self.bbox.dtype))
+        params = self.params() if params is None else params
+        raw, rgb = be.evaluate(params, net_index, local.to(self.bbox.dtype), dirs.to(self.bbox.dtype))
         return activate_density(raw, activation), rgb
 
     def density(self, points: Tensor) -> Tensor:

@@ -61,8 +61,23 @@ def default_render_backend(device: str | object = "cpu") -> str:
     return "cpu" if str(device).startswith("cpu") else "torch_ref"
 
 
+def _triton(precision: str) -> Callable[[], GroupedBackend]:
+    """A factory for the Triton backend with ``precision`` operands (Triton imported at first use)."""
+
+    def build() -> GroupedBackend:
+        try:
+            from kilonerf.kernels.triton_mlp import TritonBackend
+        except ImportError as exc:
+            raise KiloNerfError(f"kernel backend 'triton' needs the triton package (pip install triton): {exc}") from exc
+        return TritonBackend(precision)
+
+    return build
+
+
 register_backend("torch_ref", _torch_ref)
 register_backend("cpu", _cpu)
+register_backend("triton", _triton("tf32"))
+register_backend("triton_fp16", _triton("fp16"))
 
 __all__ = [
     "GroupedBackend", "MultiNetParams", "available_backends", "default_render_backend", "get_backend", "register_backend",

@@ -54,6 +54,16 @@ class MultiNetParams:
     def hidden(self) -> int:
         return int(self.weights[0].shape[2])
 
+    def select(self, nets: Tensor) -> "MultiNetParams":
+        """The parameters of networks ``nets`` (U,) int64 only, as networks 0 .. U-1 (differentiable)."""
+        return MultiNetParams(tuple(w.index_select(0, nets) for w in self.weights),
+                              tuple(b.index_select(0, nets) for b in self.biases), self.pos_freqs, self.dir_freqs)  # fmt: skip
+
+    def detach_requires_grad(self) -> "MultiNetParams":
+        """Detached copies that are leaves requiring grad (their ``.grad`` collects gradients)."""
+        return MultiNetParams(tuple(w.detach().requires_grad_() for w in self.weights),
+                              tuple(b.detach().requires_grad_() for b in self.biases), self.pos_freqs, self.dir_freqs)  # fmt: skip
+
     def check(self) -> None:
         """Raise ValueError if the shapes do not form the tiny-MLP architecture."""
         if len(self.weights) != NUM_LAYERS or len(self.biases) != NUM_LAYERS:
@@ -74,6 +84,9 @@ class GroupedBackend(ABC):
     name: str = "abstract"
     differentiable: bool = False
     """Whether gradients flow to the parameters and inputs (needed for training)."""
+    precision: str = "fp32"
+    """The arithmetic of its products (``fp32``; the compiled backend may run ``bf16-amx`` or
+    ``bf16-avx512``, the Triton ones ``ieee``, ``tf32`` or ``fp16``): reported with timings."""
 
     @abstractmethod
     def evaluate(

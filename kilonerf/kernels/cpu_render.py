@@ -25,7 +25,8 @@ class _RenderArgs(ctypes.Structure):
     """Mirror of ``kn_render_args`` in csrc/kn_render.c (field order and types must match)."""
 
     _fields_ = [
-        ("w", _P5), ("b", _P5), ("num_nets", ctypes.c_int64),
+        ("w", _P5), ("b", _P5), ("wt", ctypes.c_void_p), ("bf16_amx", ctypes.c_int32),
+        ("num_nets", ctypes.c_int64),
         ("grid_min", _F3), ("grid_max", _F3), ("grid_res", _I3),
         ("occ_bits", ctypes.c_void_p), ("occ_min", _F3), ("occ_max", _F3), ("occ_res", _I3),
         ("occ_same_box", ctypes.c_int32),
@@ -57,11 +58,13 @@ def default_tile(n_rays: int, threads: int) -> int:
 
 
 class CpuFusedRenderer(FusedRenderer):
-    """``kn_render`` over prepared (contiguous float32 CPU) weights and biases."""
+    """``kn_render`` over prepared (contiguous float32 CPU) weights and biases; with ``tiles``
+    (the weights as bf16 tiles, ``cpu.amx_tiles``) the MLPs run in bf16, on AMX if ``amx``."""
 
     def __init__(self, lib: ctypes.CDLL, weights: tuple[torch.Tensor, ...], biases: tuple[torch.Tensor, ...],
-                 num_nets: int, threads: int) -> None:  # fmt: skip
+                 num_nets: int, threads: int, tiles: torch.Tensor | None = None, amx: bool = False) -> None:  # fmt: skip
         self.lib, self.weights, self.biases, self.num_nets, self.threads = lib, weights, biases, num_nets, threads
+        self.tiles, self.amx = tiles, amx
 
     def render(
         self, grid: FusedGrid, occupancy: FusedOccupancy | None, rays: FusedRays, ert_threshold: float,
@@ -76,6 +79,7 @@ class CpuFusedRenderer(FusedRenderer):
         pointers = lambda ts: _P5(*[int(t.data_ptr()) for t in ts])  # noqa: E731
         args = _RenderArgs(
             w=pointers(self.weights), b=pointers(self.biases), num_nets=self.num_nets,
+            wt=None if self.tiles is None else self.tiles.data_ptr(), bf16_amx=int(self.amx),
             grid_min=_F3(*bbox[0].tolist()), grid_max=_F3(*bbox[1].tolist()), grid_res=_I3(*grid.res),
             n_rays=n, origins=o.data_ptr(), dirs=d.data_ptr(), near=near_c.data_ptr(), step=step_c.data_ptr(),
             k_lo=k_lo_c.data_ptr(), k_count=k_count_c.data_ptr(),

@@ -32,11 +32,14 @@ SRC_DIR = Path(__file__).resolve().parent / "csrc"
 SOURCES = [
     ("kn_mlp.c", "kn_mlp16.o", ["-ffp-contract=fast", "-DKN_LANES=16"]),
     ("kn_mlp.c", "kn_mlp8.o", ["-ffp-contract=fast", "-DKN_LANES=8"]),
+    ("kn_mlp_bf16.c", "kn_mlp_bf16.o", ["-ffp-contract=fast"]),
     ("kn_render.c", "kn_render.o", ["-ffp-contract=off"]),
 ]
 """(source, object, flags): the MLP wants FMAs and is built for 16- and 8-sample blocks; the
-renderer must not contract, so that sample positions are computed with exactly the
-arithmetic (and rounding) of the torch renderer."""
+bf16 MLP compiles to stubs where ``-march=native`` has no AVX512-BF16 (and without AMX where
+it has no AMX-BF16), so the engines follow the build machine's CPU flags; the renderer
+must not contract, so that sample positions are computed with exactly the arithmetic (and
+rounding) of the torch renderer."""
 COMMON_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=gnu11", "-fno-math-errno"]
 
 
@@ -70,8 +73,8 @@ def _cpu_flags() -> str:
 
 def _build_key(cc: str) -> str:
     h = hashlib.sha256()
-    for name in sorted({src for src, _, _ in SOURCES} | {"kn.h"}):
-        h.update(name.encode() + b"\0" + (SRC_DIR / name).read_bytes())
+    for path in sorted([*SRC_DIR.glob("*.c"), *SRC_DIR.glob("*.h")]):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
     h.update(repr((SOURCES, COMMON_FLAGS)).encode())
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
@@ -122,7 +125,9 @@ def load_library() -> ctypes.CDLL:
     except OSError as exc:
         raise NativeUnavailable(f"{path}: cannot load the native kernels ({exc})") from None
     lib.kn_eval.restype = ctypes.c_int
-    lib.kn_eval.argtypes = [_P, _P, _I64, _P, _P, _P, _I64, _P, _P, ctypes.c_int]
+    lib.kn_eval.argtypes = [_P, _P, _P, ctypes.c_int, _I64, _P, _P, _P, _I64, _P, _P, ctypes.c_int]
+    lib.kn_bf16_engines.restype = ctypes.c_int
+    lib.kn_bf16_engines.argtypes = []
     lib.kn_render.restype = ctypes.c_int
     lib.kn_render_args_size.restype = _I64
     lib.kn_render_args_size.argtypes = []

@@ -51,7 +51,9 @@ class GroupLayout:
     Block rows are numbered group after group; group ``g`` starts at row ``row0[g]`` and has
     ``nets[g]`` (B_g,) blocks (the network of each) of ``rows[g]`` rows. ``row_src`` (R,) is
     the sample each block row holds (padding rows repeat their piece's first sample) and
-    ``row_of_sample`` (N,) the block row holding each sample.
+    ``row_of_sample`` (N,) the block row holding each sample. ``unique_nets`` (U,) are the
+    networks that have samples, ascending, and ``local_nets[g]`` is ``nets[g]`` as positions
+    in ``unique_nets``.
     """
 
     row_src: Tensor
@@ -59,6 +61,8 @@ class GroupLayout:
     row0: list[int]
     nets: list[Tensor]
     rows: list[int]
+    unique_nets: Tensor
+    local_nets: list[Tensor]
 
     @staticmethod
     def build(net_index: Tensor, max_rows: int = 256) -> "GroupLayout":
@@ -98,7 +102,8 @@ class GroupLayout:
         row0 = [0]
         for size, count in zip(rows, counts_l):
             row0.append(row0[-1] + size * count)
-        return GroupLayout(row_src, row_of_sample, row0[:-1], list(torch.split(nets.index_select(0, p_rank).long(), counts_l)), rows)
+        return GroupLayout(row_src, row_of_sample, row0[:-1], list(torch.split(nets.index_select(0, p_rank).long(), counts_l)),
+                           rows, nets.long(), list(torch.split(p_rank, counts_l)))  # fmt: skip
 
 
 def _gather_rows(weight: Tensor, nets: Tensor, row_order: Tensor) -> Tensor:
@@ -172,8 +177,14 @@ class TorchRefBackend(DensityFirstBackend):
         pos_order = torch.tensor(grouped_encoding_order(3, params.pos_freqs), device=device)
         h = params.hidden
         view_order = torch.tensor([*range(h), *(h + i for i in grouped_encoding_order(3, params.dir_freqs))], device=device)
+        group_nets = layout.nets
+        used = int(layout.unique_nets.shape[0])
+        if used < params.num_nets and torch.is_grad_enabled() and any(w.requires_grad for w in params.weights):
+            # Gathering the used networks once makes autograd scatter one full-size gradient per
+            # tensor, not one per block size (ub_200 fine-tuning with fused Adam: 0.72 -> 0.31 s a step).
+            params, group_nets = params.select(layout.unique_nets), layout.local_nets
         sig_parts, rgb_parts = [], []
-        for row0, nets, rows in zip(layout.row0, layout.nets, layout.rows):
+        for row0, nets, rows in zip(layout.row0, group_nets, layout.rows):
             blocks = int(nets.shape[0])
             sl = slice(row0, row0 + blocks * rows)
             dir_block = None if pe_dir is None else pe_dir[sl].view(blocks, rows, -1)

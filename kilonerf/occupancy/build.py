@@ -23,6 +23,7 @@ def build_occupancy(
     chunk: int = 1 << 18,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    part: tuple[int, int] = (0, 1),
 ) -> OccupancyGrid:
     """Mark voxels where ``field`` is dense (with a progress bar unless ``progress`` is False).
 
@@ -37,6 +38,8 @@ def build_occupancy(
         bbox: (2, 3) box to cover; resolution: voxels per axis (X, Y, Z).
         threshold: opacity threshold over ``ref_step`` (see the module docstring).
         ref_step: e.g. :func:`reference_step` (near, far) of the scene.
+        part: (i, n): evaluate only the i-th of n equal runs of slabs (one process's share),
+            leaving the other voxels empty; the union of the n parts is the whole grid.
     """
     if samples_per_axis < 2:
         raise ValueError("samples_per_axis must be >= 2 (the lattice includes voxel corners)")
@@ -57,7 +60,10 @@ def build_occupancy(
     yz = torch.stack(torch.meshgrid(coords[1], coords[2], indexing="ij"), dim=-1).reshape(-1, 2)
     out = torch.zeros(res, dtype=torch.bool, device=device)
     carry: Tensor | None = None  # the last lattice plane of the previous slab, shared
-    for v0 in tqdm(range(0, res[0], slab_voxels), desc="occupancy", unit="slab", disable=not progress):
+    starts = list(range(0, res[0], slab_voxels))
+    i, n = part
+    starts = starts[len(starts) * i // n : len(starts) * (i + 1) // n]
+    for v0 in tqdm(starts, desc="occupancy", unit="slab", disable=not progress):
         v1 = min(v0 + slab_voxels, res[0])
         p0 = k * v0 + (0 if carry is None else 1)
         xs = coords[0][p0 : k * v1 + 1]

@@ -22,6 +22,7 @@ from kilonerf.names import STAGES
 from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.train.config import DistillConfig, FinetuneConfig, PipelineConfig, resolve_config, scene_type_settings
 from kilonerf.train.distill import DistillTrainer
+from kilonerf.train.distributed import SINGLE, DataParallel, Group
 from kilonerf.train.finetune import FinetuneTrainer
 from kilonerf.train.loop import TrainingResult, run_training
 from kilonerf.train.occupancy import build_student_occupancy
@@ -153,16 +154,29 @@ def stage_done(run: RunDir, stage: str, cfg: PipelineConfig) -> bool:
     }[stage].is_file()
 
 
-def run_stage(stage: str, run: RunDir, cfg: PipelineConfig, scene: Scene, device: torch.device) -> None:
-    """Run (or resume) one stage from its inputs in the run directory."""
+def run_stage(stage: str, run: RunDir, cfg: PipelineConfig, scene: Scene, device: torch.device,
+              group: Group = SINGLE) -> None:  # fmt: skip
+    """Run (or resume) one stage from its inputs in the run directory (with several ranks,
+    ``group``: every rank calls this; rank 0 alone writes, then all wait for it)."""
+    _run_stage(stage, run, cfg, scene, device, group)
+    group.barrier()  # what rank 0 wrote is there before any rank reads it
+
+
+def _run_stage(stage: str, run: RunDir, cfg: PipelineConfig, scene: Scene, device: torch.device, group: Group) -> None:
+    main = group.is_main
     if stage == "teacher":
-        result = train_teacher(run.stage_checkpoint("teacher"), scene, cfg.teacher, cfg.teacher_params, cfg.loop("teacher"), device)
-        _record(run, "teacher", result, {"kind": cfg.teacher})
+        result = train_teacher(run.stage_checkpoint("teacher"), scene, cfg.teacher, cfg.teacher_params,
+                               cfg.loop("teacher"), device, group)  # fmt: skip
+        if main:
+            _record(run, "teacher", result, {"kind": cfg.teacher})
         return
     if stage == "occupancy":
         t0 = time.perf_counter()
         teacher = run_teacher(run, cfg, scene, device)
-        grid = build_student_occupancy(teacher.field, scene, cfg.occupancy_config(), cfg.student_config(), device)
+        grid = build_student_occupancy(teacher.field, scene, cfg.occupancy_config(), cfg.student_config(), device,
+                                       group)  # fmt: skip
+        if not main:
+            return
         grid.save(run.occupancy_path)
         _record(run, "occupancy", None, {
             "seconds": time.perf_counter() - t0, "resolution": list(grid.res), "bbox": grid.bbox.tolist(),
@@ -173,9 +187,13 @@ def run_stage(stage: str, run: RunDir, cfg: PipelineConfig, scene: Scene, device
     if stage == "distill":
         teacher = run_teacher(run, cfg, scene, device)
         student = new_student(cfg, occupancy, device)
-        trainer = DistillTrainer(teacher.field, student, occupancy, DistillConfig.from_dict(cfg.distill), device, scene=scene)
+        trainer = DistillTrainer(teacher.field, student, occupancy, DistillConfig.from_dict(cfg.distill), device,
+                                 scene=scene, group=group)  # fmt: skip
         val = RayTable(scene, "val", device=device) if "val" in scene.splits else None
-        result = run_training(trainer, None, val, cfg.loop("distill"), run.stage_checkpoint("distill"), stage="distill")
+        result = run_training(trainer, None, val, cfg.loop("distill"), run.stage_checkpoint("distill"), stage="distill",
+                              group=group)  # fmt: skip
+        if not main:
+            return
         save_student(run.distilled_path, trainer.student)
         _record(run, "distill", result, {"heldout": trainer.heldout_metrics()})
         return
@@ -187,11 +205,24 @@ def run_stage(stage: str, run: RunDir, cfg: PipelineConfig, scene: Scene, device
         trainer = FinetuneTrainer(student, occupancy, scene, FinetuneConfig.from_dict(cfg.finetune), device)
         train = RayTable(scene, "train", device=device)
         val = RayTable(scene, "val", device=device) if "val" in scene.splits else None
-        result = run_training(trainer, train, val, cfg.loop("finetune"), run.stage_checkpoint("finetune"), stage="finetune")
+        trainable = data_parallel_student(trainer, group)
+        result = run_training(trainable, train, val, cfg.loop("finetune"), run.stage_checkpoint("finetune"),
+                              stage="finetune", group=group)  # fmt: skip
+        if not main:
+            return
         save_student(run.student_path, trainer.student)
         _record(run, "finetune", result, {"from_scratch": cfg.no_distill})
         return
     raise RunError(f"unknown stage '{stage}' (have: {', '.join(STAGES)})")
+
+
+def data_parallel_student(trainer: FinetuneTrainer, group: Group) -> FinetuneTrainer | DataParallel:
+    """Fine-tuning over ``group``'s ranks: data-parallel, only the networks that received
+    samples (and the L2 penalty's rows, kept locally) in the gradient all-reduce."""
+    if not group.active:
+        return trainer
+    student = trainer.student
+    return DataParallel(trainer, group, rows=student.num_networks, penalised=list(student.view_dependent_parameters()))
 
 
 def new_student(cfg: PipelineConfig, occupancy: OccupancyGrid, device: torch.device) -> MultiNetField:
@@ -203,20 +234,25 @@ def new_student(cfg: PipelineConfig, occupancy: OccupancyGrid, device: torch.dev
 
 
 def run_pipeline(
-    run: RunDir, cfg: PipelineConfig, scene: Scene, device: torch.device, stages: Sequence[str] | None = None
+    run: RunDir, cfg: PipelineConfig, scene: Scene, device: torch.device, stages: Sequence[str] | None = None,
+    group: Group = SINGLE,
 ) -> None:
-    """Run the given stages (default: all, skipping those already finished)."""
+    """Run the given stages (default: all, skipping those already finished); with several
+    ranks (``group``) every rank calls this and rank 0 alone prints and writes."""
+    say = print if group.is_main else (lambda *_: None)
     selected = list(stages) if stages else [s for s in STAGES if not (cfg.no_distill and s == "distill")]
     for stage in selected:
         if stage not in STAGES:
             raise RunError(f"unknown stage '{stage}' (have: {', '.join(STAGES)})")
         if not stages and stage_done(run, stage, cfg):
-            print(f"[{stage}] already done, skipping")
+            say(f"[{stage}] already done, skipping")
             continue
         if stages and stage != "teacher" and stage_done(run, stage, cfg):
             # Explicitly re-running a finished stage starts it over.
+            group.barrier()  # every rank has seen the stage done before rank 0 removes its checkpoint
             ckpt = run.stage_checkpoint(stage)
-            if ckpt.is_file():
+            if ckpt.is_file() and group.is_main:
                 ckpt.unlink()
-        print(f"[{stage}] running")
-        run_stage(stage, run, cfg, scene, device)
+            group.barrier()
+        say(f"[{stage}] running")
+        run_stage(stage, run, cfg, scene, device, group)

@@ -29,6 +29,7 @@ from kilonerf.errors import KiloNerfError, RunError
 from kilonerf.io import atomic_torch_save, safe_torch_load
 from kilonerf.metrics.psnr import mse_to_psnr
 from kilonerf.train.config.loop import LoopConfig
+from kilonerf.train.distributed import SINGLE, Group, Sharded, reduce_metrics
 from kilonerf.train.trainable import Trainable
 
 CKPT_FORMAT = "kilonerf-loop-1"
@@ -97,11 +98,11 @@ def validation_psnr(trainable: Trainable, val_rays: RayTable, views: list[int]) 
     return sum(psnrs) / len(psnrs)
 
 
-def _save(path: Path, trainable: Trainable, gen: torch.Generator, stage: str, step: int,
+def _save(path: Path, state: dict[str, Any], gen: torch.Generator, stage: str, step: int,
           elapsed: float, wall: float, history: list[Record], config: LoopConfig) -> None:
     cuda = [s.cpu() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []
     atomic_torch_save(path, {
-        "format": CKPT_FORMAT, "stage": stage, "step": step, "trainable": trainable.state_dict(),
+        "format": CKPT_FORMAT, "stage": stage, "step": step, "trainable": state,
         "generator": gen.get_state(), "cpu_rng": torch.get_rng_state(), "cuda_rng": cuda,
         "elapsed": elapsed, "wall": wall, "history": [dict(r) for r in history], "loop_config": asdict(config),
     })  # fmt: skip
@@ -155,6 +156,7 @@ def run_training(
     stage: str,
     log: Callable[[dict[str, Any]], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    group: Group = SINGLE,
 ) -> TrainingResult:
     """Train ``trainable`` until ``config.max_steps`` or ``config.max_seconds``; resume if possible.
 
@@ -165,11 +167,17 @@ def run_training(
     ``log`` receives every history record (plus ``"stage"``) as it is made; ``clock`` (seconds)
     times the steps and the budget (tests give it a clock of their own).
 
+    With several ranks (``group``) every rank runs this loop on the same batches; the
+    trainable splits the work (:class:`~kilonerf.train.distributed.DataParallel`, or sharded
+    networks). Metrics are reduced over ranks when read back, validation views are split
+    across ranks, rank 0 alone writes checkpoints, logs and the progress bar, and rank 0's
+    clock decides the time budget. Every rank resumes from the same checkpoint.
+
     Raises:
         TrainingDiverged: the loss became non-finite; the checkpoint on disk is the last good one.
         RunError: ``ckpt_path`` exists but belongs to another stage or cannot be loaded.
     """
-    return TrainingLoop(trainable, train_rays, val_rays, config, Path(ckpt_path), stage, log, clock).run()
+    return TrainingLoop(trainable, train_rays, val_rays, config, Path(ckpt_path), stage, log, clock, group).run()
 
 
 class TrainingLoop:
@@ -179,7 +187,8 @@ class TrainingLoop:
 
     def __init__(self, trainable: Trainable, train_rays: RayTable | None, val_rays: RayTable | None,
                  config: LoopConfig, ckpt_path: Path, stage: str, log: Callable[[dict[str, Any]], None] | None,
-                 clock: Callable[[], float]) -> None:  # fmt: skip
+                 clock: Callable[[], float], group: Group = SINGLE) -> None:  # fmt: skip
+        self.group = group
         self.trainable, self.train_rays, self.val_rays, self.config = trainable, train_rays, val_rays, config
         self.ckpt_path, self.stage, self.log, self.clock = ckpt_path, stage, log, clock
         self.n_rays = int(trainable.rays_per_step)
@@ -238,6 +247,7 @@ class TrainingLoop:
             return None
         first = self.step - len(self.pending)
         stats = _summarise(self.pending, self.device)
+        stats = reduce_metrics(self.group, stats, tuple(getattr(self.trainable, "summed_metrics", ())))
         self.pending.clear()
         loss = stats["loss"]
         bad = ~torch.isfinite(loss)
@@ -253,21 +263,30 @@ class TrainingLoop:
 
     def validate(self) -> None:
         t0 = self.clock()
-        psnr = validation_psnr(self.trainable, self.val_rays, self.views)  # type: ignore[arg-type]
+        if self.group.active:
+            if isinstance(self.trainable, Sharded):
+                self.trainable.gather_shards()
+            mine = self.views[self.group.share(len(self.views))]  # each rank renders its views
+            total = validation_psnr(self.trainable, self.val_rays, mine) * len(mine) if mine else 0.0  # type: ignore
+            psnr = self.group.sum(total) / len(self.views)
+        else:
+            psnr = validation_psnr(self.trainable, self.val_rays, self.views)  # type: ignore[arg-type]
         self.record_at(self.step)["val_psnr"] = psnr
         self.overhead += self.clock() - t0
 
     def save(self) -> None:
         t0 = self.clock()
         elapsed, wall = self.clocks()
-        _save(self.ckpt_path, self.trainable, self.gen, self.stage, self.step, elapsed, wall, self.history, self.config)
+        state = self.trainable.state_dict()  # on every rank: a sharded model is gathered
+        if self.group.is_main:
+            _save(self.ckpt_path, state, self.gen, self.stage, self.step, elapsed, wall, self.history, self.config)
         self.saved_step = self.step
         self.overhead += self.clock() - t0
 
     def emit(self, bar: tqdm) -> None:
         """The latest record to ``log`` and the progress bar (with the ETA)."""
         rec = self.history[-1]
-        if self.log is not None:
+        if self.log is not None and self.group.is_main:
             self.log({"stage": self.stage, **rec})
         elapsed, wall = self.clocks()
         done = self.step - self.start_step
@@ -278,14 +297,19 @@ class TrainingLoop:
             text += f" val={rec['val_psnr']:.2f}"
         bar.set_postfix_str(f"{text} eta={_fmt_eta(eta)}", refresh=False)
 
+    def out_of_time(self, max_seconds: float) -> bool:
+        """Whether the wall budget is spent (rank 0's clock decides for every rank)."""
+        spent = torch.tensor([float(self.clocks()[1] >= max_seconds)], device=self.group.device())
+        return bool(self.group.broadcast(spent)[0] > 0)
+
     def run(self) -> TrainingResult:
         c = self.config
         stopped = "max_steps"
         fmt = "{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed} {rate_fmt} {postfix}"
         with tqdm(total=c.max_steps, initial=self.step, desc=self.stage, bar_format=fmt, unit="it",
-                  disable=not c.progress, dynamic_ncols=True) as bar:  # fmt: skip
+                  disable=not c.progress or not self.group.is_main, dynamic_ncols=True) as bar:  # fmt: skip
             while self.step < c.max_steps:
-                if c.max_seconds is not None and self.clocks()[1] >= c.max_seconds:
+                if c.max_seconds is not None and self.out_of_time(c.max_seconds):
                     stopped = "max_seconds"
                     break
                 origins, dirs, rgb = self.batch()

@@ -14,9 +14,22 @@ from kilonerf.occupancy.carving import opaque_depth, unseen_voxels
 from kilonerf.occupancy.build import build_occupancy
 from kilonerf.occupancy.grid import PAPER_REF_STEP, OccupancyGrid, alpha_from_sigma, default_resolution, reference_step
 from kilonerf.train.config import OccupancyConfig, StudentConfig
+from kilonerf.train.distributed import SINGLE, Group
 
 
-def student_box(field: RadianceField, scene: Scene, cfg: OccupancyConfig, device: torch.device) -> torch.Tensor:
+def build_split(group: Group, field: RadianceField, box: torch.Tensor, res: tuple[int, int, int], threshold: float,
+                **kwargs: object) -> OccupancyGrid:  # fmt: skip
+    """:func:`build_occupancy` with its slabs split across the ranks of ``group`` and the
+    parts combined in one all-reduce (the same grid on every rank)."""
+    if not group.active:
+        return build_occupancy(field, box, res, threshold, **kwargs)  # type: ignore[arg-type]
+    part = build_occupancy(field, box, res, threshold, part=(group.rank, group.world), **kwargs)  # type: ignore
+    dense = part.to_dense().to(torch.uint8).to(group.device())
+    return OccupancyGrid.from_dense(group.all_reduce(dense, op="max").cpu().bool(), part.bbox)
+
+
+def student_box(field: RadianceField, scene: Scene, cfg: OccupancyConfig, device: torch.device,
+                group: Group = SINGLE) -> torch.Tensor:  # fmt: skip
     """(2, 3) box for the student: the scene's, or with ``tight_box`` the teacher's occupied
     region (from a coarse occupancy pass) plus a margin, clipped to the scene's box."""
     box = torch.as_tensor(scene.bbox, dtype=torch.float32)
@@ -25,7 +38,8 @@ def student_box(field: RadianceField, scene: Scene, cfg: OccupancyConfig, device
     extent = box[1] - box[0]
     res = tuple(max(1, round(cfg.coarse_resolution * float(e) / float(extent.max()))) for e in extent)
     threshold = alpha_from_sigma(cfg.sigma_threshold, PAPER_REF_STEP)
-    coarse = build_occupancy(field, box, res, threshold, ref_step=reference_step(scene.near, scene.far), device=device)
+    coarse = build_split(group, field, box, res, threshold, ref_step=reference_step(scene.near, scene.far),
+                         device=device, progress=group.is_main)  # fmt: skip
     bounds = coarse.occupied_bounds()
     if bounds is None:
         return box
@@ -36,16 +50,19 @@ def student_box(field: RadianceField, scene: Scene, cfg: OccupancyConfig, device
 
 
 def build_student_occupancy(
-    field: RadianceField, scene: Scene, cfg: OccupancyConfig, student: StudentConfig, device: torch.device
+    field: RadianceField, scene: Scene, cfg: OccupancyConfig, student: StudentConfig, device: torch.device,
+    group: Group = SINGLE,
 ) -> OccupancyGrid:
     """The paper's occupancy grid over the student's box: ``resolution_factor`` x the network
-    grid per axis, ``samples_per_axis``^3 samples per voxel, then ``dilation``."""
-    box = student_box(field, scene, cfg, device)
+    grid per axis, ``samples_per_axis``^3 samples per voxel, then ``dilation``. With several
+    ranks (``group``) the density lattice is split across them; the voxels no camera sees
+    (``keep_unseen``) are then added by rank 0 alone, whose grid is the one to save."""
+    box = student_box(field, scene, cfg, device, group)
     res = default_resolution(grid_resolution(box, student.max_res, student.cell_aspect), cfg.resolution_factor)
     threshold = alpha_from_sigma(cfg.sigma_threshold, PAPER_REF_STEP)
-    grid = build_occupancy(
-        field, box, res, threshold, ref_step=reference_step(scene.near, scene.far),
-        samples_per_axis=cfg.samples_per_axis, device=device,
+    grid = build_split(
+        group, field, box, res, threshold, ref_step=reference_step(scene.near, scene.far),
+        samples_per_axis=cfg.samples_per_axis, device=device, progress=group.is_main,
     )  # fmt: skip
     grid = grid.dilate(cfg.dilation) if cfg.dilation > 0 else grid
     reachable = scene.ray_map.voxel_mask(box, res) if scene.ray_map is not None else None
@@ -56,7 +73,8 @@ def build_student_occupancy(
     # Carving compares world distances with the cameras' depth maps, which a mapped scene
     # type does not have; forward-facing novel views stay near the cameras, which see what
     # the teacher marked, so there are no hidden regions for them to reveal.
-    return add_unseen(grid, field, scene, device) if cfg.keep_unseen and scene.ray_map is None else grid
+    unseen = cfg.keep_unseen and scene.ray_map is None and group.is_main
+    return add_unseen(grid, field, scene, device) if unseen else grid
 
 
 def training_depths(field: RadianceField, scene: Scene, box: torch.Tensor, step: float, device: torch.device) -> list[torch.Tensor]:

@@ -17,6 +17,7 @@ from kilonerf.render.dense import BoxRenderer
 from kilonerf.render.grid_teacher import GridTeacherRenderer
 from kilonerf.train.fast_teacher import FastTeacherTrainer
 from kilonerf.train.config import FastTeacherConfig, LoopConfig, NeRFTeacherConfig
+from kilonerf.train.distributed import SINGLE, DataParallel, Group
 from kilonerf.train.loop import TrainingResult, run_training
 from kilonerf.train.nerf_teacher import NeRFTeacherTrainer, nerf_field
 
@@ -33,13 +34,21 @@ def make_teacher(kind: str, scene: Scene, params: dict[str, Any], device: torch.
 
 
 def train_teacher(
-    ckpt: Path, scene: Scene, kind: str, params: dict[str, Any], loop: LoopConfig, device: torch.device
+    ckpt: Path, scene: Scene, kind: str, params: dict[str, Any], loop: LoopConfig, device: torch.device,
+    group: Group = SINGLE,
 ) -> TrainingResult:
-    """Train (or resume) the teacher, checkpointing into ``ckpt``."""
+    """Train (or resume) the teacher, checkpointing into ``ckpt``; with several ranks
+    (``group``), data-parallel over each step's rays (:class:`DataParallel`)."""
+    if group.active and kind == "fast":
+        # The coarse phase trains on the first coarse_rays rays of each batch: each rank's
+        # strided share holds 1/world of those.
+        coarse = FastTeacherConfig.from_dict(params).coarse_rays
+        params = {**params, "coarse_rays": -(-coarse // group.world)}
     trainer = make_teacher(kind, scene, params, device)
     train_rays = RayTable(scene, "train", device=device, with_alpha=trainer.uses_alpha)
     val_rays = RayTable(scene, "val", device=device) if "val" in scene.splits else None
-    return run_training(trainer, train_rays, val_rays, loop, ckpt, stage="teacher")
+    trainable = DataParallel(trainer, group) if group.active else trainer
+    return run_training(trainable, train_rays, val_rays, loop, ckpt, stage="teacher", group=group)
 
 
 TeacherRenderer = GridTeacherRenderer | BoxRenderer

@@ -165,3 +165,13 @@ def test_configs_round_trip_and_reject_unknown_keys() -> None:
         FinetuneConfig.from_dict({**asdict(paper), "bogus": 1})
     with pytest.raises(SettingError):
         FinetuneConfig.preset("gpu")
+
+
+def test_a_step_bumps_the_parameters_versions(scene, occupancy) -> None:  # type: ignore[no-untyped-def]
+    """Fused Adam updates in place without bumping version counters; the compiled backend's
+    bf16 weight tiles are cached by version, so without the bump a render after a step would
+    use the weights of before it."""
+    t = make(scene, occupancy)
+    before = [p._version for p in t.student.parameters()]
+    run_steps(t, RayTable(scene, "train"), 1)
+    assert all(p._version > v for p, v in zip(t.student.parameters(), before))

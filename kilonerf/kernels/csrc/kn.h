@@ -16,11 +16,29 @@
 #define KN_PE_DIR (3 * (1 + 2 * KN_LD))
 
 /* Pointers to the five weight tensors (num_nets, in, out) and bias tensors (num_nets, out),
- * each contiguous float32. */
+ * each contiguous float32; wt: NULL for the fp32 kernels, else the weights as bf16 tiles
+ * (KN_AMX_TILES tiles of 16 x 32 per network, see kn_mlp_bf16.c) and the bf16 kernel runs, on
+ * AMX tiles if amx, else with AVX512-BF16. */
 typedef struct {
     const float *w[5];
     const float *b[5];
+    const uint16_t *wt;
+    int32_t amx;
 } kn_params;
+
+#define KN_AMX_TILES 14
+
+/* The bf16 kernel (kn_mlp_bf16.c). kn_bf16_engines: the engines this build and machine run
+ * (KN_BF16_AVX512 | KN_BF16_AMX; asking the OS for the AMX tile state, once per process, is
+ * part of it); kn_amx_begin / kn_amx_end configure and release the calling thread's tiles
+ * around its AMX blocks; kn_block_bf16 evaluates 1 .. 32 samples. */
+#define KN_BF16_AVX512 1
+#define KN_BF16_AMX 2
+int kn_bf16_engines(void);
+void kn_amx_begin(void);
+void kn_amx_end(void);
+void kn_block_bf16(const kn_params *p, int64_t net, const int32_t *idx, int count, const float *pos,
+                   const float *dir, float *out_sigma, float *out_rgb);
 
 /* Evaluate up to 16 (kn_block16) or 8 (kn_block8) samples of network `net`: kn_mlp.c is
  * compiled once per width. pos/dir are gathered through idx (count entries, 1 <= count <=
@@ -31,12 +49,30 @@ void kn_block16(const kn_params *p, int64_t net, const int32_t *idx, int count, 
 void kn_block8(const kn_params *p, int64_t net, const int32_t *idx, int count, const float *pos,
                const float *dir, float *out_sigma, float *out_rgb);
 
+/* out[d * width + i] = v[3 idx[i] + d] for the block's count samples; the unused lanes up to
+ * width repeat the last sample (always finite inputs; their outputs are dropped). Scalar loads
+ * on purpose: the compiler's AVX-512 gathers took ~40% of a bf16 block's time on the Xeon. */
+__attribute__((optimize("no-tree-vectorize"), noinline, unused)) static void kn_gather3(const float *v, const int32_t *idx,
+                                                                                int count, int width, float *out) {
+    for (int i = 0; i < width; i++) {
+        const float *s = v + 3 * (int64_t)idx[i < count ? i : count - 1];
+        out[i] = s[0];
+        out[width + i] = s[1];
+        out[2 * width + i] = s[2];
+    }
+}
+
 /* `count` samples of one network: 16-wide blocks, and a last block of <= 8 samples 8 wide
  * (on AVX-512 machines that halves the work wasted on the idle lanes of short runs). Returns
  * the number of blocks. */
 static inline int64_t kn_run(const kn_params *p, int64_t net, const int32_t *idx, int64_t count, const float *pos,
                              const float *dir, float *out_sigma, float *out_rgb) {
     int64_t s = 0, blocks = 0;
+    if (p->wt != NULL) { /* bf16: blocks of up to 32 samples */
+        for (; s < count; s += 32, blocks++)
+            kn_block_bf16(p, net, idx + s, (int)(count - s < 32 ? count - s : 32), pos, dir, out_sigma, out_rgb);
+        return blocks;
+    }
     for (; count - s > 8; s += 16, blocks++)
         kn_block16(p, net, idx + s, (int)(count - s < 16 ? count - s : 16), pos, dir, out_sigma, out_rgb);
     if (s < count) {

@@ -66,76 +66,7 @@ AI void hidden_layer(const float *restrict W, const float *restrict b, int nin, 
     for (int j = 0; j < nout; j += 16) dense16(W + j, nout, b + j, nin, x, y + j, 1);
 }
 
-static const double SIN_C[13] = {1.0, -0.16666666666666666, 0.008333333333333333, -0.0001984126984126984,
-                                 2.7557319223985893e-06, -2.505210838544172e-08, 1.6059043836821613e-10,
-                                 -7.647163731819816e-13, 2.8114572543455206e-15, -8.22063524662433e-18,
-                                 1.9572941063391263e-20, -3.868170170630684e-23, 6.446950284384474e-26};
-static const double COS_C[13] = {1.0, -0.5, 0.041666666666666664, -0.001388888888888889, 2.48015873015873e-05,
-                                 -2.755731922398589e-07, 2.08767569878681e-09, -1.1470745597729725e-11,
-                                 4.779477332387385e-14, -1.5619206968586225e-16, 4.110317623312165e-19,
-                                 -8.896791392450574e-22, 1.6117375710961184e-24};
-
-/* sin and cos in double (8 lanes): reduce by multiples of 2 pi to |x| <= pi, then Taylor
- * series to degree 25 / 24 (truncation error < 3e-15 there). */
-AI void sincos_d(vd x, vd *s, vd *c) {
-    const double two_pi_hi = 6.283185307179586, two_pi_lo = 2.4492935982947064e-16;
-    const vd shifter = (vd){0} + 6755399441055744.0; /* 1.5 * 2^52: adding it rounds to an integer */
-    vd n = (x * 0.15915494309189535 + shifter) - shifter;
-    x = (x - n * two_pi_hi) - n * two_pi_lo;
-    vd x2 = x * x, ps = (vd){0} + SIN_C[12], pc = (vd){0} + COS_C[12];
-    for (int i = 11; i >= 0; i--) {
-        ps = ps * x2 + SIN_C[i];
-        pc = pc * x2 + COS_C[i];
-    }
-    *s = ps * x;
-    *c = pc;
-}
-
-/* NeRF's encoding of 16 samples' 3-vectors, vin[d][lane], into out[0 .. 3 + 6 L - 1]:
- * [x, sin(x), cos(x), sin(2x), cos(2x), ...] per frequency three sines then three cosines
- * (kilonerf.kernels.encoding.positional_encoding). sin/cos(2^l x) come from the double-angle
- * recurrence in double precision: its error grows as 2^l, i.e. to ~1e-13 at l = 9, far below
- * float rounding, so the result equals sinf of the exact argument to within an ulp. */
-static void encode(const float vin[3][KN_LANES], int nfreq, vf *out) {
-    for (int d = 0; d < 3; d++) {
-        memcpy(&out[d], vin[d], sizeof(vf));
-        for (int half = 0; half < KN_LANES / 8; half++) {
-            vf8 xf;
-            memcpy(&xf, vin[d] + 8 * half, sizeof(xf));
-            vd s, c;
-            sincos_d(__builtin_convertvector(xf, vd), &s, &c);
-            for (int l = 0; l < nfreq; l++) {
-                vf8 sf = __builtin_convertvector(s, vf8), cf = __builtin_convertvector(c, vf8);
-                memcpy((float *)&out[3 + 6 * l + d] + 8 * half, &sf, sizeof(sf));
-                memcpy((float *)&out[3 + 6 * l + 3 + d] + 8 * half, &cf, sizeof(cf));
-                vd s2 = 2.0 * s * c, c2 = (c - s) * (c + s);
-                s = s2;
-                c = c2;
-            }
-        }
-    }
-}
-
-/* exp(x) for float lanes, |relative error| ~ 1e-7: 2^n times a degree-7 polynomial. */
-AI vf vexp(vf x) {
-    const vf lo = (vf){0} - 87.0f, hi = (vf){0} + 88.0f;
-    x = sel((vi)(x < lo), lo, x);
-    x = sel((vi)(x > hi), hi, x);
-    const vf shifter = (vf){0} + 12582912.0f; /* 1.5 * 2^23 */
-    vf t = x * 1.44269504088896341f + shifter;
-    vi n = (vi)t - (vi)shifter;
-    vf nf = t - shifter;
-    vf r = (x - nf * 0.693145751953125f) - nf * 1.428606765330187e-06f;
-    vf p = (vf){0} + (1.0f / 5040.0f);
-    p = p * r + (1.0f / 720.0f);
-    p = p * r + (1.0f / 120.0f);
-    p = p * r + (1.0f / 24.0f);
-    p = p * r + (1.0f / 6.0f);
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    return p * (vf)((n + 127) << 23);
-}
+#include "kn_enc.h"
 
 void kn_block(const kn_params *p, int64_t net, const int32_t *idx, int count, const float *pos,
               const float *dir, float *out_sigma, float *out_rgb) {
@@ -145,11 +76,7 @@ void kn_block(const kn_params *p, int64_t net, const int32_t *idx, int count, co
     const float *w2 = p->w[2] + net * (H * (H + 1)), *b2 = p->b[2] + net * (H + 1);
     vf enc[KN_PE_POS], h1[KN_H_DIM], h2[KN_H_DIM], vin[KN_H_DIM + KN_PE_DIR];
     float lanes[3][KN_LANES] __attribute__((aligned(64)));
-    /* Unused lanes repeat the last sample (always finite inputs); their outputs are dropped. */
-    for (int i = 0; i < KN_LANES; i++) {
-        int64_t j = idx[i < count ? i : count - 1];
-        for (int d = 0; d < 3; d++) lanes[d][i] = pos[3 * j + d];
-    }
+    kn_gather3(pos, idx, count, KN_LANES, lanes[0]);
     encode(lanes, KN_LP, enc);
     hidden_layer(w0, b0, KN_PE_POS, H, enc, h1);
     hidden_layer(w1, b1, H, H, h1, h2);
@@ -160,10 +87,7 @@ void kn_block(const kn_params *p, int64_t net, const int32_t *idx, int count, co
     if (dir == NULL || out_rgb == NULL) return;
     dense16(w2 + 1, H + 1, b2 + 1, H, h2, vin, 0);
     dense16(w2 + 17, H + 1, b2 + 17, H, h2, vin + 16, 0);
-    for (int i = 0; i < KN_LANES; i++) {
-        int64_t j = idx[i < count ? i : count - 1];
-        for (int d = 0; d < 3; d++) lanes[d][i] = dir[3 * j + d];
-    }
+    kn_gather3(dir, idx, count, KN_LANES, lanes[0]);
     encode(lanes, KN_LD, vin + H);
     const float *w3 = p->w[3] + net * ((H + KN_PE_DIR) * H), *b3 = p->b[3] + net * H;
     const float *w4 = p->w[4] + net * (H * 3), *b4 = p->b[4] + net * 3;
@@ -187,9 +111,12 @@ typedef struct {
 
 #define KN_ITEM_ROWS 256 /* samples per work item: enough to amortise loading the weights */
 
-int kn_eval(const float *const *w, const float *const *b, int64_t num_nets, const int64_t *net, const float *pos,
-            const float *dir, int64_t n, float *sigma, float *rgb, int nthreads) {
+/* wt: NULL (fp32) or the bf16 tiles of every network, amx: their engine (kn_params). */
+int kn_eval(const float *const *w, const float *const *b, const uint16_t *wt, int amx, int64_t num_nets,
+            const int64_t *net, const float *pos, const float *dir, int64_t n, float *sigma, float *rgb, int nthreads) {
     kn_params p;
+    p.wt = wt;
+    p.amx = amx;
     for (int i = 0; i < 5; i++) {
         p.w[i] = w[i];
         p.b[i] = b[i];
@@ -236,9 +163,14 @@ int kn_eval(const float *const *w, const float *const *b, int64_t num_nets, cons
             item[m].count = start[k + 1] - s < KN_ITEM_ROWS ? start[k + 1] - s : KN_ITEM_ROWS;
             m++;
         }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
-    for (int64_t t = 0; t < m; t++) {
-        kn_run(&p, item[t].net, order + item[t].start, item[t].count, pos, dir, sigma, rgb);
+#pragma omp parallel num_threads(nthreads)
+    {
+        if (wt != NULL && amx) kn_amx_begin(); /* the tile configuration is per thread */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < m; t++) {
+            kn_run(&p, item[t].net, order + item[t].start, item[t].count, pos, dir, sigma, rgb);
+        }
+        if (wt != NULL && amx) kn_amx_end();
     }
     free(start);
     free(order);

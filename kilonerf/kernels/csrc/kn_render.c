@@ -23,6 +23,8 @@
 typedef struct {
     const float *w[5];
     const float *b[5];
+    const uint16_t *wt; /* NULL: fp32 kernels; else bf16 tiles, on AMX if bf16_amx (kn_params) */
+    int32_t bf16_amx;
     int64_t num_nets;
     float grid_min[3], grid_max[3];
     int32_t grid_res[3];
@@ -369,6 +371,8 @@ int kn_render(kn_render_args *A) {
         P.w[i] = A->w[i];
         P.b[i] = A->b[i];
     }
+    P.wt = A->wt;
+    P.amx = A->bf16_amx;
     const int64_t tile = A->tile_rays > 0 ? A->tile_rays : 4096;
     const int64_t ntiles = (A->n_rays + tile - 1) / tile;
     int64_t evaluated = 0, cand = 0, passes = 0, blocks = 0;
@@ -390,6 +394,7 @@ int kn_render(kn_render_args *A) {
         tile_buf B;
         int ok = tile_alloc(&B, tile, tile * A->samples_per_pass, A->num_nets);
         if (!ok) failed = 1;
+        if (P.wt != NULL && P.amx) kn_amx_begin(); /* the tile configuration is per thread */
 #pragma omp for schedule(dynamic, 1)
         for (int64_t j = 0; j < ntiles; j++) {
             if (!ok) continue;
@@ -397,6 +402,7 @@ int kn_render(kn_render_args *A) {
             int64_t r0 = t * tile, r1 = r0 + tile < A->n_rays ? r0 + tile : A->n_rays;
             evaluated += render_tile(A, &P, &B, r0, r1, &cand, &passes, &blocks, sec);
         }
+        if (P.wt != NULL && P.amx) kn_amx_end();
         tile_free(&B);
         s0 += sec[0];
         s1 += sec[1];

@@ -10,7 +10,8 @@ from kilonerf.fields.multinet import DENSITY_ACTIVATIONS
 from kilonerf.settings import Settings, pick_preset, setting
 
 STUDENT_BACKENDS = ("torch_ref",)
-"""Backends a student trains with (the compiled ``cpu`` one is forward-only: rendering picks it)."""
+"""Backends a student trains with (the compiled ``cpu`` and the Triton ones are forward-only:
+rendering picks them). Distillation and fine-tuning on CUDA run on ``torch_ref`` too."""
 
 
 @dataclass(frozen=True)
