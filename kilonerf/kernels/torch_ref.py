@@ -17,6 +17,7 @@ and after this layout: ``benchmarks/torch_render.py``, quoted in ``docs/benchmar
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -51,9 +52,7 @@ class GroupLayout:
     Block rows are numbered group after group; group ``g`` starts at row ``row0[g]`` and has
     ``nets[g]`` (B_g,) blocks (the network of each) of ``rows[g]`` rows. ``row_src`` (R,) is
     the sample each block row holds (padding rows repeat their piece's first sample) and
-    ``row_of_sample`` (N,) the block row holding each sample. ``unique_nets`` (U,) are the
-    networks that have samples, ascending, and ``local_nets[g]`` is ``nets[g]`` as positions
-    in ``unique_nets``.
+    ``row_of_sample`` (N,) the block row holding each sample.
     """
 
     row_src: Tensor
@@ -61,8 +60,6 @@ class GroupLayout:
     row0: list[int]
     nets: list[Tensor]
     rows: list[int]
-    unique_nets: Tensor
-    local_nets: list[Tensor]
 
     @staticmethod
     def build(net_index: Tensor, max_rows: int = 256) -> "GroupLayout":
@@ -102,8 +99,7 @@ class GroupLayout:
         row0 = [0]
         for size, count in zip(rows, counts_l):
             row0.append(row0[-1] + size * count)
-        return GroupLayout(row_src, row_of_sample, row0[:-1], list(torch.split(nets.index_select(0, p_rank).long(), counts_l)),
-                           rows, nets.long(), list(torch.split(p_rank, counts_l)))  # fmt: skip
+        return GroupLayout(row_src, row_of_sample, row0[:-1], list(torch.split(nets.index_select(0, p_rank).long(), counts_l)), rows)
 
 
 def _gather_rows(weight: Tensor, nets: Tensor, row_order: Tensor) -> Tensor:
@@ -113,39 +109,56 @@ def _gather_rows(weight: Tensor, nets: Tensor, row_order: Tensor) -> Tensor:
     return weight.reshape(k * fan_in, fan_out).index_select(0, flat).view(len(nets), len(row_order), fan_out)
 
 
-def mlp_blocks(
-    params: MultiNetParams, nets: Tensor, pe_pos: Tensor, pe_dir: Tensor | None, pos_order: Tensor, view_order: Tensor
-) -> tuple[Tensor, Tensor | None]:
+def gather_block_weights(
+    params: MultiNetParams, nets: Tensor, pos_order: Tensor, view_order: Tensor, density_only: bool
+) -> list[Tensor]:
+    """The layers of the networks ``nets`` (B,), one block each, for :func:`mlp_blocks`.
+
+    Returns:
+        ``[w0, b0, w1, b1, w2, b2, w3, b3, w4, b4]``: weights (B, in, out) with the first and
+        the view layer's rows in ``pos_order`` / ``view_order``, biases (B, 1, out); the last
+        layer padded to :data:`RGB_PAD_COLUMNS` outputs. ``density_only``: the first three
+        layers, the third cut to its density column.
+    """
+    w, b = params.weights, params.biases
+
+    def bias(t: Tensor) -> Tensor:
+        return t.index_select(0, nets)[:, None, :]
+
+    first = [_gather_rows(w[0], nets, pos_order), bias(b[0]), w[1].index_select(0, nets), bias(b[1])]
+    if density_only:
+        # A one-column product is slow, but cheaper than the 32 feature columns nobody reads.
+        return first + [w[2][..., :1].index_select(0, nets), bias(b[2][..., :1])]
+    # Three output columns run several times slower per row than 16 in batched products on
+    # the CPU, so the last layer is computed padded with zero columns.
+    pad = (0, RGB_PAD_COLUMNS - 3)
+    return first + [w[2].index_select(0, nets), bias(b[2]), _gather_rows(w[3], nets, view_order), bias(b[3]),
+                    F.pad(w[4].index_select(0, nets), pad), F.pad(bias(b[4]), pad)]  # fmt: skip
+
+
+def mlp_blocks(layers: Sequence[Tensor], pe_pos: Tensor, pe_dir: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """The tiny MLP on padded blocks of grouped-order encodings.
 
     Args:
-        nets: (B,) network of each block.
+        layers: the blocks' layers from :func:`gather_block_weights` (B blocks).
         pe_pos: (B, R, Cp) positions encoded by ``positional_encoding_grouped``; pe_dir:
-            (B, R, Cd) directions likewise, or None to stop after the density.
-        pos_order, view_order: rows of the first and the view layer's weights in the order of
-            their inputs (grouped encodings; the view layer's features come first).
+            (B, R, Cd) directions likewise, or None (density-only layers) to stop after the density.
     Returns:
         raw density (B, R, 1) and rgb (B, R, 3) (None without ``pe_dir``).
     """
-    b = [t.index_select(0, nets)[:, None, :] for t in params.biases]
-    w2 = params.weights[2].index_select(0, nets)
+    w0, b0, w1, b1, w2, b2 = layers[:6]
     # In-place activations: baddbmm's backward does not need its output, so autograd allows it.
-    x = torch.relu_(torch.baddbmm(b[0], pe_pos, _gather_rows(params.weights[0], nets, pos_order)))
-    x = torch.relu_(torch.baddbmm(b[1], x, params.weights[1].index_select(0, nets)))
+    x = torch.relu_(torch.baddbmm(b0, pe_pos, w0))
+    x = torch.relu_(torch.baddbmm(b1, x, w1))
     if pe_dir is None:
-        # A one-column product is slow, but cheaper than the 32 feature columns nobody reads.
-        return torch.baddbmm(b[2][..., :1], x, w2[..., :1]), None
-    out = torch.baddbmm(b[2], x, w2)  # density and features in one product
+        return torch.baddbmm(b2, x, w2), None
+    out = torch.baddbmm(b2, x, w2)  # density and features in one product
     # The view layer as two products (features, then directions) instead of one on their
     # concatenation: the same sum without copying both inputs into a new tensor.
-    w3 = _gather_rows(params.weights[3], nets, view_order)
+    w3, b3, w4, b4 = layers[6:]
     h = out.shape[-1] - 1
-    x = torch.baddbmm(b[3], out[..., 1:], w3[:, :h]).baddbmm_(pe_dir, w3[:, h:])
-    # Three output columns run several times slower per row than 16 in batched products on
-    # the CPU, so the last layer is computed padded with zero columns.
-    pad = RGB_PAD_COLUMNS - 3
-    w4 = F.pad(params.weights[4].index_select(0, nets), (0, pad))
-    rgb = torch.sigmoid(torch.baddbmm(F.pad(b[4], (0, pad)), torch.relu_(x), w4)[..., :3])
+    x = torch.baddbmm(b3, out[..., 1:], w3[:, :h]).baddbmm_(pe_dir, w3[:, h:])
+    rgb = torch.sigmoid(torch.baddbmm(b4, torch.relu_(x), w4)[..., :3])
     return out[..., :1], rgb
 
 
@@ -177,18 +190,22 @@ class TorchRefBackend(DensityFirstBackend):
         pos_order = torch.tensor(grouped_encoding_order(3, params.pos_freqs), device=device)
         h = params.hidden
         view_order = torch.tensor([*range(h), *(h + i for i in grouped_encoding_order(3, params.dir_freqs))], device=device)
-        group_nets = layout.nets
-        used = int(layout.unique_nets.shape[0])
-        if used < params.num_nets and torch.is_grad_enabled() and any(w.requires_grad for w in params.weights):
-            # Gathering the used networks once makes autograd scatter one full-size gradient per
-            # tensor, not one per block size (ub_200 fine-tuning with fused Adam: 0.72 -> 0.31 s a step).
-            params, group_nets = params.select(layout.unique_nets), layout.local_nets
+        sizes = [int(nets.shape[0]) for nets in layout.nets]
+        density_only = dirs is None
+        groups: Iterable[Sequence[Tensor]]
+        if torch.is_grad_enabled() and any(w.requires_grad for w in params.weights):
+            # One gather of every block's layers, split by block size: autograd then scatters one
+            # zeroed full-size gradient per tensor and call, not one per block size (a dozen).
+            # ub_200 fine-tuning: 0.72 -> 0.23 s a step, with fused Adam.
+            gathered = gather_block_weights(params, torch.cat(layout.nets), pos_order, view_order, density_only)
+            groups = list(zip(*(torch.split(t, sizes) for t in gathered)))
+        else:  # one block size at a time: less memory at once
+            groups = (gather_block_weights(params, nets, pos_order, view_order, density_only) for nets in layout.nets)
         sig_parts, rgb_parts = [], []
-        for row0, nets, rows in zip(layout.row0, group_nets, layout.rows):
-            blocks = int(nets.shape[0])
+        for row0, blocks, rows, layers in zip(layout.row0, sizes, layout.rows, groups):
             sl = slice(row0, row0 + blocks * rows)
             dir_block = None if pe_dir is None else pe_dir[sl].view(blocks, rows, -1)
-            sigma, rgb = mlp_blocks(params, nets, pe_pos[sl].view(blocks, rows, -1), dir_block, pos_order, view_order)
+            sigma, rgb = mlp_blocks(layers, pe_pos[sl].view(blocks, rows, -1), dir_block)
             sig_parts.append(sigma.reshape(-1))
             if rgb is not None:
                 rgb_parts.append(rgb.reshape(-1, 3))
