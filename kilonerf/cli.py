@@ -46,6 +46,10 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
 
 
+def _add_nproc(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--nproc", type=positive_int, default=1, metavar="N", help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kilonerf",
@@ -138,9 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                    help="override one setting of a new run, e.g. finetune_loop.max_steps=200")
-    p.add_argument("--nproc", type=positive_int, default=1, metavar="N",
-                   help="train with N local processes (torch.distributed; one per GPU on GPUs); "
-                   "across machines use torchrun -m kilonerf train (see README)")
+    _add_nproc(p, "train with N local processes (torch.distributed; one per GPU on GPUs); "
+               "across machines use torchrun -m kilonerf train (see README)")
     p.set_defaults(func=commands.cmd_train)
 
     p = sub.add_parser(
@@ -159,8 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny-MLP backend of the student (default: cpu, the compiled one, on the CPU, else torch_ref; "
                    "triton: the Triton kernels, for GPUs)")
     _add_device(p)
-    p.add_argument("--nproc", type=positive_int, default=1, metavar="N",
-                   help="render the views in N local processes (one per GPU on GPUs); rank 0 writes")
+    _add_nproc(p, "render the views in N local processes (one per GPU on GPUs); rank 0 writes")
     p.set_defaults(func=commands.cmd_eval)
 
     p = sub.add_parser(
@@ -185,8 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="the scene folder, if not the one the run was trained on")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     _add_device(p)
-    p.add_argument("--nproc", type=positive_int, default=1, metavar="N",
-                   help="render the frames in N local processes (one per GPU on GPUs); rank 0 writes")
+    _add_nproc(p, "render the frames in N local processes (one per GPU on GPUs); rank 0 writes")
     p.set_defaults(func=commands.cmd_render)
 
     p = sub.add_parser(
