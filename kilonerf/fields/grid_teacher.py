@@ -33,7 +33,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kilonerf.kernels.encoding import encoded_dim, positional_encoding
-from kilonerf.fields.grid_sampling import corner_weights, gather_lerp, resample_grid, to_lattice
+from kilonerf.fields.grid_sampling import corner_weights, resample_grid, to_lattice
+from kilonerf.kernels.grid_ops import grid_lerp
+
+
+FEATURE_LAYOUT = 1
+"""Feature grids are stored (Rz, Ry, Rx, C); state dicts without ``feature_layout`` hold the
+earlier (C, Rz, Ry, Rx)."""
+
+
+def upgrade_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A field state dict in the current layout (channel-first feature grids transposed)."""
+    if "feature_layout" in state:
+        return state
+    state = dict(state)
+    state["feature_grid"] = state["feature_grid"].permute(1, 2, 3, 0).contiguous()
+    state["feature_layout"] = torch.tensor(FEATURE_LAYOUT)
+    return state
 
 
 def lattice_shape(box_min: Tensor, box_max: Tensor, longest: int,
@@ -67,7 +83,10 @@ class GridTeacherField(nn.Module):
         dres = lattice_shape(self.box_min, self.box_max, density_res, cell_aspect)
         fres = lattice_shape(self.box_min, self.box_max, feature_res, cell_aspect)
         self.density_grid = nn.Parameter(torch.zeros(1, dres[2], dres[1], dres[0]))
-        self.feature_grid = nn.Parameter(torch.zeros(feature_dim, fres[2], fres[1], fres[0]))
+        # Channels-last: a lookup reads 8 contiguous node rows (kernels/grid_ops.py).
+        self.feature_grid = nn.Parameter(torch.zeros(fres[2], fres[1], fres[0], feature_dim))
+        self.register_buffer("feature_layout", torch.tensor(FEATURE_LAYOUT))
+        """Marks the channels-last feature grid in state dicts (see :func:`upgrade_state`)."""
         self.register_buffer("occupancy", torch.ones(dres[2] - 1, dres[1] - 1, dres[0] - 1, dtype=torch.bool))
         self.register_buffer("use_mlp", torch.tensor(True))
         """False: colour is the diffuse ``sigmoid(f[:3])`` alone (cheap coarse phase)."""
@@ -82,9 +101,10 @@ class GridTeacherField(nn.Module):
     @classmethod
     def from_state_dict(cls, state: dict[str, Tensor], dir_freqs: int = 4) -> "GridTeacherField":
         """Rebuild a field of the saved shapes from :meth:`state_dict` output."""
+        state = upgrade_state(state)
         feat = state["feature_grid"]
         hidden = state["mlp.0.weight"].shape[0]
-        field = cls(state["box_min"], state["box_max"], 2, 2, feat.shape[0], hidden, dir_freqs)
+        field = cls(state["box_min"], state["box_max"], 2, 2, feat.shape[-1], hidden, dir_freqs)
         field.set_grids(state["box_min"], state["box_max"], state["density_grid"].clone(), feat.clone())
         field.load_state_dict(state)
         return field
@@ -107,7 +127,7 @@ class GridTeacherField(nn.Module):
     @property
     def feature_res(self) -> tuple[int, int, int]:
         s = self.feature_grid.shape
-        return (s[3], s[2], s[1])
+        return (s[2], s[1], s[0])
 
     @property
     def bbox(self) -> Tensor:
@@ -135,11 +155,12 @@ class GridTeacherField(nn.Module):
         fres = lattice_shape(box_min, box_max, feature_res, self.cell_aspect)
         dens = resample_grid(self.density_grid.data, self.box_min, self.box_max, box_min, box_max, dres,
                              self.empty_raw)
-        feat = resample_grid(self.feature_grid.data, self.box_min, self.box_max, box_min, box_max, fres, 0.0)
-        self.set_grids(box_min, box_max, dens, feat)
+        feat = resample_grid(self.feature_grid.data.permute(3, 0, 1, 2), self.box_min, self.box_max, box_min,
+                             box_max, fres, 0.0)
+        self.set_grids(box_min, box_max, dens, feat.permute(1, 2, 3, 0))
 
     def set_grids(self, box_min: Tensor, box_max: Tensor, density: Tensor, features: Tensor) -> None:
-        """Install grids of any shape: density (1, Rz, Ry, Rx), features (C, Rz', Ry', Rx')."""
+        """Install grids of any shape: density (1, Rz, Ry, Rx), features (Rz', Ry', Rx', C)."""
         self.box_min.copy_(box_min)
         self.box_max.copy_(box_max)
         self.density_grid = nn.Parameter(density.contiguous())
@@ -155,7 +176,7 @@ class GridTeacherField(nn.Module):
         """(N, 3) -> (N,) pre-activation density (clamped at the box faces)."""
         lat = to_lattice(points, self.box_min, self.box_max, self.density_res)
         idx, w = corner_weights(lat, self.density_res)
-        return gather_lerp(self.density_grid.view(1, -1), idx, w)[:, 0]
+        return grid_lerp(self.density_grid, 1, idx, w)[:, 0]
 
     def activate(self, raw: Tensor) -> Tensor:
         return self.density_scale * F.softplus(raw + self.density_shift)
@@ -178,9 +199,9 @@ class GridTeacherField(nn.Module):
         """
         lat = to_lattice(points, self.box_min, self.box_max, self.feature_res)
         idx, w = corner_weights(lat, self.feature_res)
+        feat = grid_lerp(self.feature_grid, self.feature_dim, idx, w)
         if not bool(self.use_mlp):
-            return torch.sigmoid(gather_lerp(self.feature_grid.view(self.feature_dim, -1)[:3], idx, w))
-        feat = gather_lerp(self.feature_grid.view(self.feature_dim, -1), idx, w)
+            return torch.sigmoid(feat[:, :3])
         first = self.mlp[0]
         # Linear([feat, PE(d)]) split into its feature and direction columns.
         w_feat, w_dir = first.weight[:, :self.feature_dim], first.weight[:, self.feature_dim:]

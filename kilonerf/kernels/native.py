@@ -34,12 +34,14 @@ SOURCES = [
     ("kn_mlp.c", "kn_mlp8.o", ["-ffp-contract=fast", "-DKN_LANES=8"]),
     ("kn_mlp_bf16.c", "kn_mlp_bf16.o", ["-ffp-contract=fast"]),
     ("kn_render.c", "kn_render.o", ["-ffp-contract=off"]),
+    ("kn_grid.c", "kn_grid.o", []),
 ]
 """(source, object, flags): the MLP wants FMAs and is built for 16- and 8-sample blocks; the
 bf16 MLP compiles to stubs where ``-march=native`` has no AVX512-BF16 (and without AMX where
 it has no AMX-BF16), so the engines follow the build machine's CPU flags; the renderer
 must not contract, so that sample positions are computed with exactly the arithmetic (and
-rounding) of the torch renderer."""
+rounding) of the torch renderer; the teacher's grid lookups and Adam step (``kn_grid.c``)
+are compared with torch within a tolerance."""
 COMMON_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=gnu11", "-fno-math-errno"]
 
 
@@ -131,4 +133,12 @@ def load_library() -> ctypes.CDLL:
     lib.kn_render.restype = ctypes.c_int
     lib.kn_render_args_size.restype = _I64
     lib.kn_render_args_size.argtypes = []
+    _INT = ctypes.c_int
+    lib.kn_grid_lerp.restype = None
+    lib.kn_grid_lerp.argtypes = [_P, _I64, _P, _P, _I64, _P, _INT]
+    lib.kn_grid_lerp_backward.restype = None
+    lib.kn_grid_lerp_backward.argtypes = [_P, _I64, _P, _P, _I64, _P, _I64, _INT]
+    _D = ctypes.c_double
+    lib.kn_grid_adam.restype = _I64
+    lib.kn_grid_adam.argtypes = [_P, _P, _P, _P, _I64, _I64, _D, _D, _D, _D, _D, _INT]
     return lib

@@ -22,11 +22,12 @@ from kilonerf.data.rays import recomposite
 from kilonerf.data.scene import Scene
 from kilonerf.errors import RunError
 from kilonerf.render.packed import packed_distortion
-from kilonerf.fields.grid_teacher import GridTeacherField
+from kilonerf.fields.grid_teacher import GridTeacherField, upgrade_state
 from kilonerf.metrics.psnr import mse_to_psnr_tensor
 from kilonerf.render.grid_teacher import GridTeacherRenderer, TeacherRender
 from kilonerf.runtime import reuse_freed_memory
 from kilonerf.train.config.teacher import FastTeacherConfig
+from kilonerf.train.grid_adam import GridAdam
 
 
 
@@ -80,12 +81,12 @@ class FastTeacherTrainer:
         self.renderer.coarse = value == 0
 
     # ---- schedule -----------------------------------------------------------------------
-    def _make_optimizer(self, old: torch.optim.Adam | None = None) -> torch.optim.Adam:
-        c = self.config
-        opt = torch.optim.Adam([
-            {"params": [self.field.density_grid, self.field.feature_grid], "lr": c.lr_grid, "name": "grid"},
-            {"params": list(self.field.mlp.parameters()), "lr": c.lr_mlp, "name": "mlp"},
-        ], betas=(0.9, 0.99), fused=True)  # fused: ~8x faster than foreach on CPU for big grids
+    def _make_optimizer(self, old: GridAdam | None = None) -> GridAdam:
+        f, c = self.field, self.config
+        opt = GridAdam([
+            {"params": [f.density_grid, f.feature_grid], "lr": c.lr_grid, "name": "grid"},
+            {"params": list(f.mlp.parameters()), "lr": c.lr_mlp, "name": "mlp"},
+        ], rows={f.density_grid: 1, f.feature_grid: f.feature_dim}, betas=(0.9, 0.99))
         if old is not None:  # keep the MLP's moments across grid resizes
             for p in self.field.mlp.parameters():
                 if p in old.state:
@@ -179,7 +180,7 @@ class FastTeacherTrainer:
         if c.tv_density > 0:
             loss = loss + c.tv_density * grid_tv(self.field.density_grid)
         if c.tv_features > 0 and self.stage > 0:
-            loss = loss + c.tv_features * grid_tv(self.field.feature_grid)
+            loss = loss + c.tv_features * grid_tv(self.field.feature_grid.permute(3, 0, 1, 2))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -208,12 +209,17 @@ class FastTeacherTrainer:
         shape = ("feature_dim", "hidden", "dir_freqs")
         if any(getattr(saved, k) != getattr(self.config, k) for k in shape):
             raise RunError("fast teacher checkpoint has a different network (feature_dim / hidden / dir_freqs differ)")
-        model = state["model"]
+        model = upgrade_state(state["model"])
         self.field.set_grids(model["box_min"], model["box_max"], model["density_grid"].clone(),
                              model["feature_grid"].clone())  # shapes first: the grids grow in training
         self.field.load_state_dict(model)
         self.optimizer = self._make_optimizer()
-        self.optimizer.load_state_dict(state["optimizer"])
+        optimizer = state["optimizer"]
+        if model is not state["model"]:  # channel-first features: their Adam moments too (parameter 1)
+            moments = optimizer["state"].get(1, {})
+            optimizer = {**optimizer, "state": {**optimizer["state"], 1: {
+                k: v.permute(1, 2, 3, 0).contiguous() if k.startswith("exp_avg") else v for k, v in moments.items()}}}
+        self.optimizer.load_state_dict(optimizer)
         self.generator.set_state(state["generator"].cpu())
         self.step = int(state["step"])
         self.stage = int(state["stage"])

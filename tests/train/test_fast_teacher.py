@@ -20,7 +20,8 @@ from kilonerf.kernels.encoding import positional_encoding
 from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.occupancy.sampling import march_occupied
 from kilonerf.render.packed import packed_distortion
-from kilonerf.fields.grid_sampling import corner_weights, gather_lerp, resample_grid, to_lattice
+from kilonerf.fields.grid_sampling import corner_weights, resample_grid, to_lattice
+from kilonerf.kernels.grid_ops import grid_lerp
 from kilonerf.fields.grid_teacher import GridTeacherField
 from kilonerf.train.fast_teacher import FastTeacherTrainer
 from kilonerf.train.config import FastTeacherConfig
@@ -31,22 +32,23 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- interpolation --------------------------------------------------------------------------
-def test_gather_lerp_matches_grid_sample_values_and_grads() -> None:
+def test_grid_lerp_matches_grid_sample_values_and_grads() -> None:
     g = torch.Generator().manual_seed(0)
     c, res = 3, (5, 7, 4)  # (Rx, Ry, Rz)
-    grid = torch.randn(c, res[2], res[1], res[0], generator=g, dtype=torch.float64, requires_grad=True)
+    grid = torch.randn(res[2], res[1], res[0], c, generator=g, dtype=torch.float64, requires_grad=True)
+    ref_grid = grid.detach().permute(3, 0, 1, 2).clone().requires_grad_(True)
     box_min, box_max = torch.tensor([-1.0, 0.0, 0.5], dtype=torch.float64), torch.tensor([1.0, 2.0, 1.5], dtype=torch.float64)
     pts = box_min + torch.rand(200, 3, generator=g, dtype=torch.float64) * (box_max - box_min)
     pts[:4] = torch.stack([box_min, box_max, box_min + 0.5 * (box_max - box_min), box_max])  # faces and corners
     idx, w = corner_weights(to_lattice(pts, box_min, box_max, res), res)
-    ours = gather_lerp(grid.view(c, -1), idx, w)
+    ours = grid_lerp(grid, c, idx, w)  # float64: the torch implementation
     norm = (pts - box_min) / (box_max - box_min) * 2 - 1
-    ref = F.grid_sample(grid[None], norm.view(1, -1, 1, 1, 3), align_corners=True).view(c, -1).t()
+    ref = F.grid_sample(ref_grid[None], norm.view(1, -1, 1, 1, 3), align_corners=True).view(c, -1).t()
     assert torch.allclose(ours, ref, atol=1e-10)
     probe = torch.randn(ours.shape, generator=g, dtype=torch.float64)
-    (g_ours,) = torch.autograd.grad((ours * probe).sum(), grid)
-    (g_ref,) = torch.autograd.grad((ref * probe).sum(), grid)
-    assert torch.allclose(g_ours, g_ref, atol=1e-10)
+    (ours * probe).sum().backward()  # into grid.grad, in place
+    (g_ref,) = torch.autograd.grad((ref * probe).sum(), ref_grid)
+    assert torch.allclose(grid.grad.permute(3, 0, 1, 2), g_ref, atol=1e-10)
 
 
 def test_resample_grid_reproduces_a_linear_function() -> None:
@@ -292,7 +294,7 @@ def test_coarse_phase_colours_every_sample() -> None:
     o, d, _ = RayTable(scene, "train").image(0)
     black = torch.zeros(3)
     with torch.no_grad():
-        trainer.field.feature_grid[:3].fill_(10.0)  # diffuse colour sigmoid(10): white
+        trainer.field.feature_grid[..., :3].fill_(10.0)  # diffuse colour sigmoid(10): white
         out = trainer.render(o, d, None, black)
     assert float(out.weights.max()) < 2e-3 and float(out.acc.max()) > 0.01
     torch.testing.assert_close(out.rgb, out.acc[:, None].expand(-1, 3) * torch.sigmoid(torch.tensor(10.0)))

@@ -1,0 +1,59 @@
+"""Adam for voxel grids trained through :func:`kilonerf.kernels.grid_ops.grid_lerp`.
+
+A grid parameter's gradient is one persistent buffer that the lookups add into; each step
+updates only the node rows whose gradient is non-zero and zeroes them again
+(:func:`~kilonerf.kernels.grid_ops.row_adam_`), so a step costs what it touched. The other
+parameters (the teacher's small MLP) get plain Adam. The state dict has ``torch.optim.Adam``'s
+per-parameter keys (``step``, ``exp_avg``, ``exp_avg_sq``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from kilonerf.kernels.grid_ops import row_adam_
+
+
+class GridAdam(torch.optim.Optimizer):
+    """Adam over ``param_groups``; ``rows`` maps each grid parameter to its channels per node
+    row (its memory is ``(V, channels)``), every other parameter is dense."""
+
+    def __init__(self, params: Iterable[dict[str, Any]], rows: dict[Tensor, int], betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:  # fmt: skip
+        super().__init__(params, {"lr": 1e-3, "betas": betas, "eps": eps})
+        self.rows = rows
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the dense parameters' gradients; a grid's buffer stays (:meth:`step` zeroed
+        the rows it used, the others are zero)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p not in self.rows:
+                    p.grad = None
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            lr, betas, eps = group["lr"], group["betas"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                step = int(state["step"])
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                if p in self.rows:
+                    row_adam_(p, p.grad, m, v, self.rows[p], lr, betas, eps, step)
+                    continue
+                m.lerp_(p.grad, 1 - betas[0])
+                v.mul_(betas[1]).addcmul_(p.grad, p.grad, value=1 - betas[1])
+                denom = (v.sqrt() / (1 - betas[1] ** step) ** 0.5).add_(eps)
+                p.addcdiv_(m, denom, value=-lr / (1 - betas[0] ** step))
