@@ -22,8 +22,11 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
+
+import torch
 
 from kilonerf.errors import KiloNerfError
 from kilonerf.kernels.perf import cpuinfo
@@ -35,13 +38,14 @@ SOURCES = [
     ("kn_mlp_bf16.c", "kn_mlp_bf16.o", ["-ffp-contract=fast"]),
     ("kn_render.c", "kn_render.o", ["-ffp-contract=off"]),
     ("kn_grid.c", "kn_grid.o", []),
+    ("kn_adam.c", "kn_adam.o", []),
 ]
 """(source, object, flags): the MLP wants FMAs and is built for 16- and 8-sample blocks; the
 bf16 MLP compiles to stubs where ``-march=native`` has no AVX512-BF16 (and without AMX where
 it has no AMX-BF16), so the engines follow the build machine's CPU flags; the renderer
 must not contract, so that sample positions are computed with exactly the arithmetic (and
-rounding) of the torch renderer; the teacher's grid lookups and Adam step (``kn_grid.c``)
-are compared with torch within a tolerance."""
+rounding) of the torch renderer; the teacher's grid lookups (``kn_grid.c``) and the row-wise
+Adam steps (``kn_adam.c``) are compared with torch within a tolerance."""
 COMMON_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=gnu11", "-fno-math-errno"]
 
 
@@ -139,6 +143,30 @@ def load_library() -> ctypes.CDLL:
     lib.kn_grid_lerp_backward.restype = None
     lib.kn_grid_lerp_backward.argtypes = [_P, _I64, _P, _P, _I64, _P, _I64, _INT]
     _D = ctypes.c_double
-    lib.kn_grid_adam.restype = _I64
-    lib.kn_grid_adam.argtypes = [_P, _P, _P, _P, _I64, _I64, _D, _D, _D, _D, _D, _INT]
+    lib.kn_row_adam.restype = _I64
+    lib.kn_row_adam.argtypes = [_P, _P, _P, _P, _I64, _I64, _D, _D, _D, _D, _D, _INT]
+    lib.kn_indexed_adam.restype = None
+    lib.kn_indexed_adam.argtypes = [_P, _P, _P, _P, _P, _I64, _I64, _P, _P, _D, _D, _D, _D, _INT]
+    return lib
+
+
+@lru_cache(maxsize=1)
+def _library_or_none() -> ctypes.CDLL | None:
+    try:
+        return load_library()
+    except NoCompiler:
+        return None
+    except NativeUnavailable as exc:
+        warnings.warn(f"compiled kernels unavailable, using torch instead: {exc}", stacklevel=4)
+        return None
+
+
+def compiled_for(*tensors: torch.Tensor, native: bool | None = None) -> ctypes.CDLL | None:
+    """The compiled library where it applies to ``tensors`` (CPU float32) and ``native`` allows
+    it (None: wherever it applies; False: never; True: required, RuntimeError otherwise). For
+    kernels with a torch twin of the same semantics (``grid_ops``, ``adam``)."""
+    fits = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+    lib = _library_or_none() if fits and native is not False else None
+    if native and lib is None:
+        raise RuntimeError("the compiled kernels do not apply here (they need CPU float32 tensors and a C compiler)")
     return lib

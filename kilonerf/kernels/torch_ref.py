@@ -26,6 +26,7 @@ from torch import Tensor
 
 from kilonerf.kernels.encoding import grouped_encoding_order, positional_encoding_grouped
 from kilonerf.kernels.base import DensityFirstBackend, MultiNetParams
+from kilonerf.kernels.row_gather import gather_rows
 
 
 RGB_PAD_COLUMNS = 16
@@ -102,11 +103,11 @@ class GroupLayout:
         return GroupLayout(row_src, row_of_sample, row0[:-1], list(torch.split(nets.index_select(0, p_rank).long(), counts_l)), rows)
 
 
-def _gather_rows(weight: Tensor, nets: Tensor, row_order: Tensor) -> Tensor:
+def _gather_layer_rows(weight: Tensor, nets: Tensor, row_order: Tensor) -> Tensor:
     """``weight[nets][:, row_order]`` (B, len(row_order), out) in one gather."""
     k, fan_in, fan_out = weight.shape
     flat = (nets[:, None] * fan_in + row_order).reshape(-1)
-    return weight.reshape(k * fan_in, fan_out).index_select(0, flat).view(len(nets), len(row_order), fan_out)
+    return gather_rows(weight, flat, (k * fan_in, fan_out)).view(len(nets), len(row_order), fan_out)
 
 
 def gather_block_weights(
@@ -123,17 +124,17 @@ def gather_block_weights(
     w, b = params.weights, params.biases
 
     def bias(t: Tensor) -> Tensor:
-        return t.index_select(0, nets)[:, None, :]
+        return gather_rows(t, nets)[:, None, :]
 
-    first = [_gather_rows(w[0], nets, pos_order), bias(b[0]), w[1].index_select(0, nets), bias(b[1])]
+    first = [_gather_layer_rows(w[0], nets, pos_order), bias(b[0]), gather_rows(w[1], nets), bias(b[1])]
     if density_only:
         # A one-column product is slow, but cheaper than the 32 feature columns nobody reads.
         return first + [w[2][..., :1].index_select(0, nets), bias(b[2][..., :1])]
     # Three output columns run several times slower per row than 16 in batched products on
     # the CPU, so the last layer is computed padded with zero columns.
     pad = (0, RGB_PAD_COLUMNS - 3)
-    return first + [w[2].index_select(0, nets), bias(b[2]), _gather_rows(w[3], nets, view_order), bias(b[3]),
-                    F.pad(w[4].index_select(0, nets), pad), F.pad(bias(b[4]), pad)]  # fmt: skip
+    return first + [gather_rows(w[2], nets), bias(b[2]), _gather_layer_rows(w[3], nets, view_order), bias(b[3]),
+                    F.pad(gather_rows(w[4], nets), pad), F.pad(bias(b[4]), pad)]  # fmt: skip
 
 
 def mlp_blocks(layers: Sequence[Tensor], pe_pos: Tensor, pe_dir: Tensor | None) -> tuple[Tensor, Tensor | None]:

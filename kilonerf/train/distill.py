@@ -29,6 +29,7 @@ from kilonerf.data.scene import Scene
 from kilonerf.errors import KiloNerfError, RunError
 from kilonerf.fields.base import RadianceField
 from kilonerf.fields.multinet import MultiNetField
+from kilonerf.kernels.adam import indexed_adam_
 from kilonerf.kernels.base import MultiNetParams
 from kilonerf.occupancy.grid import PAPER_REF_STEP, OccupancyGrid, reference_step
 from kilonerf.render.student import StudentRenderer
@@ -49,16 +50,14 @@ class RowAdam:
         self.steps = torch.zeros(params[0].shape[0], dtype=torch.int64, device=params[0].device)
 
     @torch.no_grad()
-    def step(self, rows: Tensor, grads: list[Tensor] | None = None, like_all: bool = False,
-             shard: tuple[Tensor, Tensor] | None = None) -> None:  # fmt: skip
+    def step(self, rows: Tensor, grads: list[Tensor] | None = None, shard: tuple[Tensor, Tensor] | None = None) -> None:
         """Adam update of ``rows`` (R,) int64 from ``grads`` (each (R, ...), the rows' gradients
         in the order of ``rows``), or from the parameters' full ``.grad`` when None.
 
         One rank of a sharded run passes ``shard`` = (the step's rows on every rank (S,), the
         positions of ``rows`` among them (R,)): every rank counts every row's steps, and the
         bias corrections are computed over all S rows as one process does (vectorised and
-        scalar ``pow`` differ in the last bit), so that the update is bit-identical; with
-        ``like_all`` (the S rows are every network) in the whole-grid update's arithmetic."""
+        scalar ``pow`` differ in the last bit), so that the update is bit-identical."""
         b1, b2 = self.betas
         counted = rows if shard is None else shard[0]
         self.steps[counted] += 1
@@ -67,36 +66,9 @@ class RowAdam:
         if shard is not None:
             bc1, bc2 = bc1.index_select(0, shard[1]), bc2.index_select(0, shard[1])
         if grads is None:
-            grads = [p.grad for p in self.params]
-            compact = False
-        else:
-            compact = True
-        if rows.numel() == self.steps.numel() and torch.equal(rows, torch.arange(rows.numel(), device=rows.device)):
-            self._step_all(bc1, bc2, grads)  # in place: no gather/scatter of every parameter
-            return
-        for p, m, v, grad in zip(self.params, self.exp_avg, self.exp_avg_sq, grads):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            g = grad if compact else grad.index_select(0, rows)
-            m_r = m.index_select(0, rows).mul_(b1).add_(g, alpha=1.0 - b1)
-            v_r = v.index_select(0, rows).mul_(b2).addcmul_(g, g, value=1.0 - b2)
-            m.index_copy_(0, rows, m_r)
-            v.index_copy_(0, rows, v_r)
-            if like_all:  # the arithmetic of _step_all, so that a shard's rows match it bit for bit
-                denom = v_r.sqrt().div_(bc2.sqrt().view(shape)).add_(self.eps)
-                p_r = p.index_select(0, rows).addcdiv_(m_r * (self.lr / bc1).view(shape), denom, value=-1.0)
-            else:
-                denom = (v_r / bc2.view(shape)).sqrt_().add_(self.eps)
-                p_r = p.index_select(0, rows) - self.lr * (m_r / bc1.view(shape)) / denom
-            p.index_copy_(0, rows, p_r)
-
-    def _step_all(self, bc1: Tensor, bc2: Tensor, grads: list[Tensor]) -> None:
-        b1, b2 = self.betas
+            grads = [p.grad.index_select(0, rows) for p in self.params]
         for p, m, v, g in zip(self.params, self.exp_avg, self.exp_avg_sq, grads):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            m.mul_(b1).add_(g, alpha=1.0 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-            denom = v.sqrt().div_(bc2.sqrt().view(shape)).add_(self.eps)
-            p.addcdiv_(m * (self.lr / bc1).view(shape), denom, value=-1.0)
+            indexed_adam_(p, g, m, v, rows, bc1, bc2, self.lr, self.betas, self.eps)
 
     def state_dict(self) -> dict[str, Any]:
         return {"exp_avg": [m.clone() for m in self.exp_avg], "exp_avg_sq": [v.clone() for v in self.exp_avg_sq],
@@ -318,10 +290,7 @@ class DistillTrainer:
         if mine and not self.group.active:
             self.optimizer.step(nets, [torch.cat(g) for g in zip(*grads)])
         elif mine:
-            k = self.student.num_networks
-            every = nets.numel() == k and torch.equal(nets, torch.arange(k, device=nets.device))
-            self.optimizer.step(torch.cat(mine), [torch.cat(g) for g in zip(*grads)], like_all=every,
-                                shard=(nets, torch.cat(keeps)))  # fmt: skip
+            self.optimizer.step(torch.cat(mine), [torch.cat(g) for g in zip(*grads)], shard=(nets, torch.cat(keeps)))
         else:
             self.optimizer.steps[nets] += 1  # every rank counts every network's steps
         self.step = step + 1

@@ -27,7 +27,7 @@ from kilonerf.metrics.psnr import mse_to_psnr_tensor
 from kilonerf.render.grid_teacher import GridTeacherRenderer, TeacherRender
 from kilonerf.runtime import reuse_freed_memory
 from kilonerf.train.config.teacher import FastTeacherConfig
-from kilonerf.train.grid_adam import GridAdam
+from kilonerf.train.lazy_adam import LazyRowAdam
 
 
 
@@ -81,9 +81,9 @@ class FastTeacherTrainer:
         self.renderer.coarse = value == 0
 
     # ---- schedule -----------------------------------------------------------------------
-    def _make_optimizer(self, old: GridAdam | None = None) -> GridAdam:
+    def _make_optimizer(self, old: LazyRowAdam | None = None) -> LazyRowAdam:
         f, c = self.field, self.config
-        opt = GridAdam([
+        opt = LazyRowAdam([
             {"params": [f.density_grid, f.feature_grid], "lr": c.lr_grid, "name": "grid"},
             {"params": list(f.mlp.parameters()), "lr": c.lr_mlp, "name": "mlp"},
         ], rows={f.density_grid: 1, f.feature_grid: f.feature_dim}, betas=(0.9, 0.99))

@@ -1,10 +1,14 @@
-"""Adam for voxel grids trained through :func:`kilonerf.kernels.grid_ops.grid_lerp`.
+"""Adam for row-structured parameters trained through in-place-accumulating gathers (the
+teacher's voxel grids, :func:`kilonerf.kernels.grid_ops.grid_lerp`; the tiny networks' layers,
+:func:`kilonerf.kernels.row_gather.gather_rows`).
 
-A grid parameter's gradient is one persistent buffer that the lookups add into; each step
-updates only the node rows whose gradient is non-zero and zeroes them again
-(:func:`~kilonerf.kernels.grid_ops.row_adam_`), so a step costs what it touched. The other
-parameters (the teacher's small MLP) get plain Adam. The state dict has ``torch.optim.Adam``'s
-per-parameter keys (``step``, ``exp_avg``, ``exp_avg_sq``).
+Such a parameter's gradient is one persistent buffer that the gathers add into; each step
+updates only the rows (grid nodes, networks) whose gradient is non-zero and zeroes them again
+(:func:`~kilonerf.kernels.adam.row_adam_`), so a step costs what it touched. Rows without a
+gradient keep their value and moments, where dense Adam would still move them by their stale
+momentum (instant-ngp skips its untouched hash entries the same way). Other parameters get
+plain Adam. The state dict has ``torch.optim.Adam``'s per-parameter keys (``step``,
+``exp_avg``, ``exp_avg_sq``).
 """
 
 from __future__ import annotations
@@ -15,21 +19,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kilonerf.kernels.grid_ops import row_adam_
+from kilonerf.kernels.adam import row_adam_
 
 
-class GridAdam(torch.optim.Optimizer):
-    """Adam over ``param_groups``; ``rows`` maps each grid parameter to its channels per node
-    row (its memory is ``(V, channels)``), every other parameter is dense."""
+class LazyRowAdam(torch.optim.Optimizer):
+    """Adam over ``param_groups``; ``rows`` maps each row-structured parameter to the values per
+    row (its memory is ``(V, values)``), every other parameter is dense."""
 
     def __init__(self, params: Iterable[dict[str, Any]], rows: dict[Tensor, int], betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:  # fmt: skip
         super().__init__(params, {"lr": 1e-3, "betas": betas, "eps": eps})
         self.rows = rows
+        for p in rows:  # the buffers the gathers add into (kernels.row_gather.accumulates_in_place)
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Clear the dense parameters' gradients; a grid's buffer stays (:meth:`step` zeroed
-        the rows it used, the others are zero)."""
+        """Clear the dense parameters' gradients; a row parameter's buffer stays (:meth:`step`
+        zeroed the rows it used, the others are zero)."""
         for group in self.param_groups:
             for p in group["params"]:
                 if p not in self.rows:

@@ -1,5 +1,6 @@
-"""The teacher's grid kernels (kn_grid.c) against their torch implementation, and the
-row-skipping Adam against torch.optim.Adam."""
+"""Row kernels against their torch twins: the teacher's grid lookups (kn_grid.c), the row Adam
+steps (kn_adam.c), the in-place-accumulating row gather, and the row-skipping Adam against
+torch.optim.Adam."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import pytest
 import torch
 
 from kilonerf.fields.grid_teacher import GridTeacherField, upgrade_state
-from kilonerf.kernels.grid_ops import grid_lerp, row_adam_
+from kilonerf.kernels.adam import indexed_adam_, row_adam_
+from kilonerf.kernels.grid_ops import grid_lerp
 from kilonerf.kernels.native import NoCompiler, load_library
-from kilonerf.train.grid_adam import GridAdam
+from kilonerf.kernels.row_gather import gather_rows
+from kilonerf.train.lazy_adam import LazyRowAdam
 
 
 def _native_or_skip() -> None:
@@ -39,15 +42,16 @@ def test_compiled_lerp_and_its_gradient_match_torch(channels: int) -> None:
     assert results[0][1][7].abs().sum() > 0
 
 
-def test_lerp_gradient_accumulates_into_the_grid_buffer() -> None:
-    grid = torch.zeros(2, 2, 2, 1, requires_grad=True)
+def test_lerp_gradient_goes_into_an_existing_buffer_in_place() -> None:
     idx = torch.arange(8, dtype=torch.int32)[None]
     w = torch.full((1, 8), 0.125)
+    grid = torch.zeros(2, 2, 2, 1, requires_grad=True)
+    (plain,) = torch.autograd.grad(grid_lerp(grid, 1, idx, w).sum(), grid)  # no buffer: autograd's way
+    assert torch.allclose(plain, torch.full_like(grid, 0.125))
+    buffer = grid.grad = torch.zeros_like(grid)
     for _ in range(2):
         grid_lerp(grid, 1, idx, w).sum().backward()
-    assert torch.allclose(grid.grad, torch.full_like(grid, 0.25))
-    with pytest.raises(ValueError, match="leaf"):
-        grid_lerp(grid * 2, 1, idx, w)
+    assert grid.grad is buffer and torch.allclose(buffer, torch.full_like(grid, 0.25))
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -77,12 +81,12 @@ def test_row_adam_is_torch_adam_on_rows_with_gradient_and_skips_the_others(nativ
         assert not torch.equal(now[:10], then[:10])
 
 
-def test_grid_adam_matches_torch_adam_when_every_row_has_a_gradient() -> None:
+def test_lazy_row_adam_matches_torch_adam_when_every_row_has_a_gradient() -> None:
     g = torch.Generator().manual_seed(1)
     grid = torch.nn.Parameter(torch.randn(6, 4, generator=g))
     dense = torch.nn.Parameter(torch.randn(3, 2, generator=g))
     ref = [torch.nn.Parameter(p.detach().clone()) for p in (grid, dense)]
-    ours = GridAdam([{"params": [grid], "lr": 0.1}, {"params": [dense], "lr": 0.01}], rows={grid: 4}, betas=(0.9, 0.99))
+    ours = LazyRowAdam([{"params": [grid], "lr": 0.1}, {"params": [dense], "lr": 0.01}], rows={grid: 4}, betas=(0.9, 0.99))
     theirs = torch.optim.Adam([{"params": [ref[0]], "lr": 0.1}, {"params": [ref[1]], "lr": 0.01}], betas=(0.9, 0.99))
     for _ in range(4):
         grads = [torch.randn(p.shape, generator=g) for p in (grid, dense)]
@@ -112,3 +116,41 @@ def test_channel_first_teacher_state_loads_transposed() -> None:
     pts, dirs = torch.rand(20, 3), torch.nn.functional.normalize(torch.randn(20, 3), dim=-1)
     for a, b in zip(loaded(pts, dirs), field(pts, dirs)):
         assert torch.allclose(a, b)
+
+
+def test_gather_rows_adds_the_index_select_gradient_into_the_buffer() -> None:
+    g = torch.Generator().manual_seed(2)
+    source = torch.randn(6, 4, 3, generator=g).requires_grad_(True)
+    ref = source.detach().clone().requires_grad_(True)
+    index = torch.tensor([5, 1, 1, 3])
+    probe = torch.randn(4, 4, 3, generator=g)
+    buffer = source.grad = torch.zeros_like(source)
+    for _ in range(2):  # twice: the second adds to the first
+        (gather_rows(source, index) * probe).sum().backward()
+        (ref.index_select(0, index) * probe).sum().backward()
+    assert source.grad is buffer and torch.allclose(buffer, ref.grad)
+    flat = gather_rows(source, torch.tensor([7, 0]), (24, 3))
+    assert torch.equal(flat, source.detach().reshape(24, 3)[[7, 0]])
+    with torch.no_grad():
+        assert gather_rows(source, index).grad_fn is None
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_indexed_adam_is_adam_on_the_listed_rows(native: bool) -> None:
+    if native:
+        _native_or_skip()
+    g = torch.Generator().manual_seed(3)
+    k, rows = 7, torch.tensor([4, 0, 5])
+    param = torch.randn(k, 2, 3, generator=g)
+    ref = torch.nn.Parameter(param[rows].clone())
+    opt = torch.optim.Adam([ref], lr=0.02)
+    m, v = torch.zeros_like(param), torch.zeros_like(param)
+    untouched = param[[1, 2, 3, 6]].clone()
+    for step in range(1, 5):
+        grad = torch.randn(3, 2, 3, generator=g)
+        ref.grad = grad.clone()
+        opt.step()
+        bc = torch.full((3,), float(step))
+        indexed_adam_(param, grad, m, v, rows, 1 - 0.9**bc, 1 - 0.999**bc, 0.02, (0.9, 0.999), 1e-8, native=native)
+    assert torch.allclose(param[rows], ref.detach(), atol=1e-6)
+    assert torch.equal(param[[1, 2, 3, 6]], untouched)

@@ -1,0 +1,63 @@
+/* Adam steps on parameters made of rows (a grid's nodes, a grid of networks' layers), in
+ * place and only on some rows: what torch would do with a gather, the update and a scatter per
+ * tensor, in one pass (kernels/adam.py).
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+
+/* One Adam step (torch.optim.Adam's arithmetic, no weight decay) on every row of a (rows, C)
+ * parameter whose gradient row has a non-zero entry; those gradient rows are zeroed. Rows
+ * without a gradient keep their value and moments (instant-ngp skips them the same way).
+ * Returns the number of rows updated. */
+int64_t kn_row_adam(float *param, float *grad, float *exp_avg, float *exp_avg_sq, int64_t rows, int64_t channels,
+                     double lr, double beta1, double beta2, double eps, double step, int nthreads)
+{
+    const float b1 = (float)beta1, b2 = (float)beta2;
+    const float step_size = (float)(lr / (1.0 - pow(beta1, step)));
+    const float bc2_sqrt = (float)sqrt(1.0 - pow(beta2, step));
+    const float epsf = (float)eps;
+    int64_t updated = 0;
+#pragma omp parallel for num_threads(nthreads) schedule(static) reduction(+ : updated)
+    for (int64_t r = 0; r < rows; ++r) {
+        float *g = grad + r * channels;
+        int any = 0;
+        for (int64_t c = 0; c < channels; ++c)
+            any |= g[c] != 0.0f;
+        if (!any)
+            continue;
+        float *p = param + r * channels, *m = exp_avg + r * channels, *v = exp_avg_sq + r * channels;
+        for (int64_t c = 0; c < channels; ++c) {
+            const float gc = g[c];
+            m[c] = b1 * m[c] + (1.0f - b1) * gc;
+            v[c] = b2 * v[c] + (1.0f - b2) * gc * gc;
+            p[c] -= step_size * m[c] / (sqrtf(v[c]) / bc2_sqrt + epsf);
+            g[c] = 0.0f;
+        }
+        ++updated;
+    }
+    return updated;
+}
+
+/* One Adam step on the listed rows of a (*, rowsize) parameter: row rows[i] from the compact
+ * gradient row grad[i], with its own bias corrections bc1[i], bc2[i] (rows are trained on
+ * different steps). Arithmetic per value: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
+ * p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps). Rows must be distinct. */
+void kn_indexed_adam(float *param, const float *grad, float *exp_avg, float *exp_avg_sq, const int64_t *rows,
+                     int64_t count, int64_t rowsize, const float *bc1, const float *bc2, double lr, double beta1,
+                     double beta2, double eps, int nthreads)
+{
+    const float b1 = (float)beta1, b2 = (float)beta2, epsf = (float)eps;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t i = 0; i < count; ++i) {
+        const int64_t off = rows[i] * rowsize;
+        const float step_size = (float)(lr / bc1[i]), bc2_sqrt = sqrtf(bc2[i]);
+        const float *g = grad + i * rowsize;
+        float *p = param + off, *m = exp_avg + off, *v = exp_avg_sq + off;
+        for (int64_t c = 0; c < rowsize; ++c) {
+            m[c] = b1 * m[c] + (1.0f - b1) * g[c];
+            v[c] = b2 * v[c] + (1.0f - b2) * g[c] * g[c];
+            p[c] -= step_size * m[c] / (sqrtf(v[c]) / bc2_sqrt + epsf);
+        }
+    }
+}
