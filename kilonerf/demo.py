@@ -40,17 +40,13 @@ class DemoConfig:
     bench_resolution: int = 100
     video_frames: int = 60
     overrides: dict[str, Any] = field(default_factory=dict)
-    """``SECTION.NAME`` -> value settings of the run (as ``kilonerf train --set``), applied
-    over :data:`DEMO_SETTINGS`."""
+    """``SECTION.NAME`` -> value settings of the run (as ``kilonerf train --set``) over the
+    ``cpu`` preset's."""
 
 
-# The demo's teacher: 2000 steps instead of the cpu preset's 4000 keeps the whole demo well within
-# 10 minutes on 2 cores (the procedural scene fills more of its box than Lego, so steps cost more).
-DEMO_SETTINGS: dict[str, Any] = {"teacher_params.total_steps": 2000, "teacher_loop.max_steps": 2000}
-
-# Seconds per step measured on 2 idle CPU cores (AMD EPYC Zen 4), for the overall ETA.
-_PLANNED = {"scene": 4.0, "teacher": 195.0, "occupancy": 6.0, "distill": 110.0, "finetune": 115.0,
-            "eval": 6.0, "video": 3.0, "bench": 3.0, "report": 2.0}  # fmt: skip
+# Seconds per step measured on 2 idle CPU cores (Intel Xeon, AMX), for the overall ETA.
+_PLANNED = {"scene": 4.0, "teacher": 130.0, "occupancy": 13.0, "distill": 82.0, "finetune": 141.0,
+            "eval": 7.0, "video": 1.0, "bench": 2.0, "report": 2.0}  # fmt: skip
 
 
 class DemoProgress:
@@ -93,7 +89,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: torch.d
 
     out, device = Path(out), torch.device(device)
     scene_dir = out / "scene"
-    settings = {**DEMO_SETTINGS, **config.overrides}
+    settings = dict(config.overrides)
     if not RunDir(out).exists():
         new_config("cpu", "fast", False, settings)  # bad settings fail before any work
         check_new_run_root(RunDir(out), scene_dir)  # before the scene is written into it
