@@ -65,7 +65,8 @@ class FinetuneTrainer:
         self.background = torch.as_tensor(scene.background, dtype=torch.float32, device=self.device)
         self.renderer = StudentRenderer(self.student, occupancy, scene, config.render_samples, config.render_chunk_rays)
         # Per network: a step samples a third of them or fewer, and only they (and the view-dependent
-        # layers, through the L2 term) get a gradient (kilonerf.train.lazy_adam).
+        # layers, through the L2 term) get a gradient (kilonerf.train.lazy_adam). A demo step timed
+        # alone: 93-96 -> 79-80 ms; whole runs: within their spread (docs/benchmarks.md).
         params = list(self.student.parameters())
         self.optimizer = LazyRowAdam([{"params": params, "lr": config.lr}], rows={p: p[0].numel() for p in params})
         self.generator = torch.Generator(device=self.device)
