@@ -3,7 +3,7 @@
 (:func:`indexed_adam_`, the networks trained this step).
 
 Why: torch would gather each tensor's rows, update them and scatter them back (three copies of
-parameter and moments per tensor and step: 43 of a distillation step's 160 ms on the demo), or
+parameter and moments per tensor and step: 43 of a distillation step's 175 ms on the demo), or
 update every row. The compiled kernels (``kn_adam.c``, CPU float32) do it in one pass; the
 torch twins (any device) have the same semantics and are what the tests compare against.
 """
@@ -13,11 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kilonerf.kernels.native import compiled_for
-
-
-def _p(t: Tensor) -> int:
-    return t.data_ptr()
+from kilonerf.kernels.native import compiled_for, ptr
 
 
 @torch.no_grad()
@@ -29,7 +25,7 @@ def row_adam_(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, 
     All four tensors contiguous and alike in shape."""
     lib = compiled_for(param, grad, exp_avg, exp_avg_sq, native=native)
     if lib is not None:
-        return int(lib.kn_row_adam(_p(param), _p(grad), _p(exp_avg), _p(exp_avg_sq), param.numel() // channels,
+        return int(lib.kn_row_adam(ptr(param), ptr(grad), ptr(exp_avg), ptr(exp_avg_sq), param.numel() // channels,
                                     channels, lr, betas[0], betas[1], eps, float(step), torch.get_num_threads()))
     g = grad.view(-1, channels)
     rows = torch.nonzero(g.ne(0).any(1)).squeeze(1)
@@ -60,8 +56,8 @@ def indexed_adam_(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tens
     if lib is not None:
         grad, rows = grad.contiguous(), rows.contiguous()
         bc1, bc2 = bc1.contiguous(), bc2.contiguous()
-        lib.kn_indexed_adam(_p(param), _p(grad), _p(exp_avg), _p(exp_avg_sq), _p(rows), rows.numel(),
-                            param[0].numel(), _p(bc1), _p(bc2), lr, betas[0], betas[1], eps, torch.get_num_threads())
+        lib.kn_indexed_adam(ptr(param), ptr(grad), ptr(exp_avg), ptr(exp_avg_sq), ptr(rows), rows.numel(),
+                            param[0].numel(), ptr(bc1), ptr(bc2), lr, betas[0], betas[1], eps, torch.get_num_threads())
         return
     b1, b2 = betas
     shape = (-1,) + (1,) * (param.dim() - 1)

@@ -31,7 +31,7 @@ from kilonerf.errors import KiloNerfError
 from kilonerf.kernels.base import DensityFirstBackend, MultiNetParams
 from kilonerf.kernels.cpu_render import CpuFusedRenderer, check_struct_size
 from kilonerf.kernels.fused import FusedRenderer
-from kilonerf.kernels.native import load_library
+from kilonerf.kernels.native import load_library, ptr
 from kilonerf.kernels.torch_ref import TorchRefBackend
 
 ARCH = (32, 10, 4)
@@ -85,13 +85,9 @@ def resolve_precision(precision: str | None, engines: int) -> str:
     return value
 
 
-def _ptr(t: Tensor) -> int:
-    return int(t.data_ptr())
-
-
 def pointer_array(tensors: tuple[Tensor, ...]) -> ctypes.Array:
     """A C array of the tensors' data pointers (the tensors must stay alive while it is used)."""
-    return (ctypes.c_void_p * len(tensors))(*[_ptr(t) for t in tensors])
+    return (ctypes.c_void_p * len(tensors))(*[ptr(t) for t in tensors])
 
 
 def native_params(params: MultiNetParams) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]] | None:
@@ -177,9 +173,9 @@ class CpuFusedBackend(DensityFirstBackend):
         rgb = None if d is None else pos.new_empty(n, 3)
         tiles = self.bf16_tiles(w)
         rc = self.lib.kn_eval(
-            pointer_array(w), pointer_array(b), None if tiles is None else _ptr(tiles), int(self.precision == "bf16-amx"),
-            params.num_nets, _ptr(net), _ptr(pos),
-            None if d is None else _ptr(d), n, _ptr(sigma), None if rgb is None else _ptr(rgb), self.threads(),
+            pointer_array(w), pointer_array(b), None if tiles is None else ptr(tiles), int(self.precision == "bf16-amx"),
+            params.num_nets, ptr(net), ptr(pos),
+            None if d is None else ptr(d), n, ptr(sigma), None if rgb is None else ptr(rgb), self.threads(),
         )  # fmt: skip
         if rc == -1:
             raise ValueError(f"{self.name} backend: network index outside [0, {params.num_nets})")

@@ -43,7 +43,6 @@ class _RenderArgs(ctypes.Structure):
     ]  # fmt: skip
 
 
-
 def check_struct_size(lib: ctypes.CDLL) -> None:
     """The compiled ``kn_render_args`` and its ctypes mirror must agree byte for byte."""
     compiled, mirrored = int(lib.kn_render_args_size()), ctypes.sizeof(_RenderArgs)

@@ -22,12 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kilonerf.kernels.native import compiled_for
+from kilonerf.kernels.native import compiled_for, ptr
 from kilonerf.kernels.row_gather import accumulates_in_place, grad_buffer
-
-
-def _p(t: Tensor) -> int:
-    return t.data_ptr()
 
 
 class _GridLerp(torch.autograd.Function):
@@ -37,7 +33,7 @@ class _GridLerp(torch.autograd.Function):
         lib = compiled_for(grid, w, native=native)
         if lib is not None:
             out = w.new_empty(idx.shape[0], channels)
-            lib.kn_grid_lerp(_p(rows), channels, _p(idx), _p(w), idx.shape[0], _p(out), torch.get_num_threads())
+            lib.kn_grid_lerp(ptr(rows), channels, ptr(idx), ptr(w), idx.shape[0], ptr(out), torch.get_num_threads())
         else:
             vals = rows.index_select(0, idx.reshape(-1).long()).view(idx.shape[0], 8, channels)
             out = torch.einsum("nkc,nk->nc", vals, w)
@@ -55,7 +51,7 @@ class _GridLerp(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         lib = compiled_for(grad, grad_out, w, native=ctx.native)
         if lib is not None:
-            lib.kn_grid_lerp_backward(_p(grad_out), c, _p(idx), _p(w), idx.shape[0], _p(grad), grad.shape[0],
+            lib.kn_grid_lerp_backward(ptr(grad_out), c, ptr(idx), ptr(w), idx.shape[0], ptr(grad), grad.shape[0],
                                       torch.get_num_threads())  # fmt: skip
         else:
             contrib = (w[:, :, None] * grad_out[:, None, :]).reshape(-1, c)

@@ -154,10 +154,8 @@ def load_library() -> ctypes.CDLL:
 def _library_or_none() -> ctypes.CDLL | None:
     try:
         return load_library()
-    except NoCompiler:
-        return None
-    except NativeUnavailable as exc:
-        warnings.warn(f"compiled kernels unavailable, using torch instead: {exc}", stacklevel=4)
+    except NativeUnavailable as exc:  # no compiler included: training then runs slower, say so once
+        warnings.warn(f"compiled training kernels unavailable, using torch instead: {exc}", stacklevel=4)
         return None
 
 
@@ -170,3 +168,8 @@ def compiled_for(*tensors: torch.Tensor, native: bool | None = None) -> ctypes.C
     if native and lib is None:
         raise RuntimeError("the compiled kernels do not apply here (they need CPU float32 tensors and a C compiler)")
     return lib
+
+
+def ptr(t: torch.Tensor) -> int:
+    """The address of a tensor's data, for the ctypes signatures above."""
+    return int(t.data_ptr())

@@ -32,7 +32,6 @@ from kilonerf.run.models import load_run_scene, run_scene_type, run_teacher
 from kilonerf.train.teacher import train_teacher
 
 
-
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

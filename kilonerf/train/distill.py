@@ -37,9 +37,6 @@ from kilonerf.train.config.student import DistillConfig
 from kilonerf.train.distributed import SINGLE, Group
 
 
-
-
-
 class RowAdam:
     """Adam over batched per-network tensors (leading dim = network) that updates only given rows."""
 

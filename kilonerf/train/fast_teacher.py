@@ -30,9 +30,6 @@ from kilonerf.train.config.teacher import FastTeacherConfig
 from kilonerf.train.lazy_adam import LazyRowAdam
 
 
-
-
-
 def grid_tv(grid: Tensor) -> Tensor:
     """Mean squared difference of neighbouring nodes along each axis of a (C, Rz, Ry, Rx) grid."""
     return ((grid[:, 1:] - grid[:, :-1]).square().mean() + (grid[:, :, 1:] - grid[:, :, :-1]).square().mean()

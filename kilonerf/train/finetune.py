@@ -38,9 +38,6 @@ from kilonerf.train.config.student import FinetuneConfig
 from kilonerf.train.lazy_adam import LazyRowAdam
 
 
-
-
-
 def view_dependent_l2(student: MultiNetField) -> Tensor:
     """Sum of the (unsquared) L2 norms of the view-dependent parameter tensors (0-dim)."""
     return torch.stack([p.norm() for p in student.view_dependent_parameters()]).sum()
@@ -66,7 +63,7 @@ class FinetuneTrainer:
         self.renderer = StudentRenderer(self.student, occupancy, scene, config.render_samples, config.render_chunk_rays)
         # Per network: a step samples a third of them or fewer, and only they (and the view-dependent
         # layers, through the L2 term) get a gradient (kilonerf.train.lazy_adam). A demo step timed
-        # alone: 93-96 -> 79-80 ms; whole runs: within their spread (docs/benchmarks.md).
+        # alone: 79.1 -> 75.4 ms; whole runs: within their spread (docs/benchmarks.md).
         params = list(self.student.parameters())
         self.optimizer = LazyRowAdam([{"params": params, "lr": config.lr}], rows={p: p[0].numel() for p in params})
         self.generator = torch.Generator(device=self.device)

@@ -42,9 +42,6 @@ class TrainingDiverged(KiloNerfError):
     """The loss became NaN or infinite; the last good checkpoint on disk is left untouched."""
 
 
-
-
-
 @dataclass
 class TrainingResult:
     stage: str

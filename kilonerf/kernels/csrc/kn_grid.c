@@ -5,7 +5,6 @@
  * scattering them one channel at a time than on the few hundred thousand nodes a step touches
  * (see kernels/grid_ops.py; the Adam step is in kn_adam.c).
  */
-#include <math.h>
 #include <omp.h>
 #include <stdint.h>
 

@@ -93,7 +93,6 @@ class DistillConfig(Settings):
         return pick_preset(DISTILL_PRESETS, name, "distill", **overrides)
 
 
-
 DISTILL_PRESETS: dict[str, DistillConfig] = {
     "paper": DistillConfig(),
     # lego_100 on this 2-core machine (fast grid teacher, 928 of 1920 networks trained):
@@ -129,7 +128,6 @@ class FinetuneConfig(Settings):
     def preset(cls, name: str, **overrides: Any) -> "FinetuneConfig":
         """``paper`` (the published setting) or ``cpu`` (lego at 100 px on two cores)."""
         return pick_preset(FINETUNE_PRESETS, name, "finetune", **overrides)
-
 
 
 FINETUNE_PRESETS: dict[str, FinetuneConfig] = {
