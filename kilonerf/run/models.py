@@ -36,13 +36,14 @@ def default_model(run: RunDir) -> str:
 
 
 def load_renderer(
-    run: RunDir, model: str, scene: Scene, device: torch.device, num_samples: int = 384, chunk_rays: int = 1 << 14,
-    backend: str | None = None,
+    run: RunDir, model: str, scene: Scene, device: torch.device, num_samples: int | None = None,
+    chunk_rays: int = 1 << 14, backend: str | None = None,
 ) -> RenderFn:
     """A render function for ``model`` (``teacher`` or ``student``) of the run.
 
     The student renders with the fast renderer (empty-space skipping, early termination),
-    ``num_samples`` uniform steps from the scene's near to far as in the paper, its tiny MLPs
+    ``num_samples`` uniform steps from the scene's near to far as in the paper (None: the run's
+    ``finetune.render_samples``, see :func:`render_samples`), its tiny MLPs
     evaluated by ``backend`` (default: the compiled ``cpu`` backend on the CPU, see
     :func:`kilonerf.kernels.default_render_backend`; ``torch_ref`` forces the reference).
     """
@@ -61,13 +62,22 @@ def run_teacher(run: RunDir, cfg: PipelineConfig, scene: Scene, device: torch.de
     return load_teacher(path, scene, cfg.teacher, cfg.teacher_params, device)
 
 
+def render_samples(run: RunDir) -> int:
+    """Samples per ray the run's student renders with: its ``finetune.render_samples`` (the
+    validation renders during fine-tuning used the same; 384 unless the scene type or ``--set``
+    chose another)."""
+    return int(run.read_config().finetune["render_samples"])
+
+
 def load_student_renderer(
-    run: RunDir, scene: Scene, device: torch.device, num_samples: int = 384, chunk_rays: int = 1 << 14,
+    run: RunDir, scene: Scene, device: torch.device, num_samples: int | None = None, chunk_rays: int = 1 << 14,
     backend: str | None = None,
 ) -> StudentRenderer:
     """The fine-tuned student with its occupancy grid, as a :class:`StudentRenderer` (whose
     ``render_with_stats`` exposes the fast renderer's thresholds and sample counts).
-    ``backend``: grouped-evaluation backend (default: the fastest available on ``device``)."""
+    ``num_samples``: per ray (None: :func:`render_samples`). ``backend``: grouped-evaluation
+    backend (default: the fastest available on ``device``)."""
+    num_samples = render_samples(run) if num_samples is None else num_samples
     student = load_student(run.require(run.student_path, "fine-tuned student", "finetune"), device)
     occupancy = OccupancyGrid.load(run.require(run.occupancy_path, "occupancy grid", "occupancy")).to(device)
     return StudentRenderer(student, occupancy, scene, num_samples, chunk_rays, backend)

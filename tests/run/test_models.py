@@ -11,10 +11,11 @@ import torch
 from kilonerf.data.load import load_scene
 from kilonerf.io import atomic_torch_save, safe_torch_load
 from kilonerf.run.folder import RunDir
-from kilonerf.run.models import run_teacher
+from kilonerf.run.models import load_run_scene, load_student_renderer, run_teacher
 from kilonerf.train.nerf_teacher import NeRFTeacherTrainer
 from kilonerf.train.config import NeRFTeacherConfig
 from kilonerf.train.teacher import load_teacher, make_teacher
+from tests.helpers.runs import write_sphere_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,3 +63,15 @@ def test_nerf_teacher_renders_from_its_field_alone(tiny_scene: Path, tmp_path: P
         teacher = load_teacher(path, scene, "nerf", params, cpu)
     o, d = _rays()
     assert torch.equal(teacher.render_rays(o, d), trainer.render_rays(o, d))
+
+
+def test_student_renders_with_the_runs_render_samples(tmp_path: Path) -> None:
+    run = RunDir(write_sphere_run(tmp_path))
+    meta = run.read_meta()
+    meta["config"]["finetune"]["render_samples"] = 40
+    run.write_meta({k: v for k, v in meta.items() if k not in ("run_format", "kilonerf_version")})
+    scene = load_run_scene(run)
+    renderer = load_student_renderer(run, scene, torch.device("cpu"))
+    assert renderer.num_samples == 40
+    assert renderer.step(renderer.field_rays(*_rays(4))) == pytest.approx((scene.far - scene.near) / 39)
+    assert load_student_renderer(run, scene, torch.device("cpu"), num_samples=64).num_samples == 64
