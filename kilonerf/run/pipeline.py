@@ -83,7 +83,7 @@ def open_run(
     if capped:
         max_size = CPU_MAX_SIZE
     scene = load_scene(data, scene_type=scene_type or "auto", downscale=downscale, max_size=max_size)
-    by_type = scene_type_settings(scene.scene_type, cfg.teacher)
+    by_type = scene_type_settings(scene.scene_type, cfg.teacher, cfg.preset)
     if by_type:
         cfg = new_config(cfg.preset, cfg.teacher, no_distill, {**by_type, **(overrides or {})})
     if capped and scene.downscale > 1.0:

@@ -15,7 +15,7 @@ from kilonerf.cli import main
 from kilonerf.settings import Domain, SettingError, Settings, domain_of
 from kilonerf.names import PRESETS, TEACHERS
 from kilonerf.run.pipeline import new_config
-from kilonerf.train.config import SECTIONS, NeRFTeacherConfig, resolve_config, teacher_config_class
+from kilonerf.train.config import SECTIONS, NeRFTeacherConfig, resolve_config, scene_type_settings, teacher_config_class
 
 CONFIGS: list[tuple[str, type[Settings]]] = [*SECTIONS.items(), ("teacher_params", NeRFTeacherConfig)]
 
@@ -143,3 +143,20 @@ def test_demo_refuses_a_bad_setting_before_rendering_its_scene(
     assert main(["demo", "--out", str(out), "--set", "finetune.rays_per_step=0"]) == 2
     assert "'finetune.rays_per_step' must be an integer >= 1, got '0'" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("scene_type", ["object", "forward", "unbounded"])
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("teacher", TEACHERS)
+def test_scene_type_settings_lie_in_their_domains_and_keep_the_presets_schedules(
+        scene_type: str, preset: str, teacher: str) -> None:  # fmt: skip
+    settings = scene_type_settings(scene_type, teacher, preset)
+    cfg = new_config(preset, teacher, False, settings)
+    base = resolve_config(preset, teacher)
+    for key, value in settings.items():
+        section, name = key.split(".")
+        assert getattr(cfg, section)[name] == (tuple(tuple(r) for r in value) if isinstance(value, list) else value)
+    if preset == "paper":  # a scene type never shortens the paper's fine-tuning
+        assert cfg.finetune["iterations"] == base.finetune["iterations"]
+        assert cfg.finetune_loop["max_steps"] == base.finetune_loop["max_steps"]
+    assert cfg.finetune_loop["max_steps"] == cfg.finetune["iterations"]
