@@ -29,14 +29,10 @@ def row_adam_(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, 
                                     channels, lr, betas[0], betas[1], eps, float(step), torch.get_num_threads()))
     g = grad.view(-1, channels)
     rows = torch.nonzero(g.ne(0).any(1)).squeeze(1)
-    gr = g.index_select(0, rows)
-    m = exp_avg.view(-1, channels).index_select(0, rows).lerp_(gr, 1 - betas[0])
-    v = exp_avg_sq.view(-1, channels).index_select(0, rows).mul_(betas[1]).addcmul_(gr, gr, value=1 - betas[1])
-    step_size = lr / (1 - betas[0] ** step)
-    denom = (v.sqrt() / (1 - betas[1] ** step) ** 0.5).add_(eps)
-    p = param.view(-1, channels).index_select(0, rows).addcdiv_(m, denom, value=-step_size)
-    for dst, src in ((exp_avg, m), (exp_avg_sq, v), (param, p)):
-        dst.view(-1, channels).index_copy_(0, rows, src)
+    bc1 = torch.full((rows.numel(),), 1 - betas[0] ** step, dtype=param.dtype, device=param.device)
+    bc2 = torch.full_like(bc1, 1 - betas[1] ** step)
+    indexed_adam_(param.view(-1, channels), g.index_select(0, rows), exp_avg.view(-1, channels),
+                  exp_avg_sq.view(-1, channels), rows, bc1, bc2, lr, betas, eps, native=False)  # fmt: skip
     g.index_fill_(0, rows, 0.0)
     return int(rows.numel())
 

@@ -51,7 +51,8 @@ def load_renderer(
     if model == "teacher":
         return run_teacher(run, cfg, scene, device).render_rays
     if model == "student":
-        return load_student_renderer(run, scene, device, num_samples, chunk_rays, backend).render
+        samples = render_samples(cfg) if num_samples is None else num_samples
+        return load_student_renderer(run, scene, device, samples, chunk_rays, backend).render
     raise RunError(f"unknown model '{model}' (have: {', '.join(MODELS)})")
 
 
@@ -62,11 +63,11 @@ def run_teacher(run: RunDir, cfg: PipelineConfig, scene: Scene, device: torch.de
     return load_teacher(path, scene, cfg.teacher, cfg.teacher_params, device)
 
 
-def render_samples(run: RunDir) -> int:
-    """Samples per ray the run's student renders with: its ``finetune.render_samples`` (the
+def render_samples(cfg: PipelineConfig) -> int:
+    """Samples per ray a run's student renders with: its ``finetune.render_samples`` (the
     validation renders during fine-tuning used the same; 384 unless the scene type or ``--set``
     chose another)."""
-    return int(run.read_config().finetune["render_samples"])
+    return int(cfg.finetune["render_samples"])
 
 
 def load_student_renderer(
@@ -77,7 +78,7 @@ def load_student_renderer(
     ``render_with_stats`` exposes the fast renderer's thresholds and sample counts).
     ``num_samples``: per ray (None: :func:`render_samples`). ``backend``: grouped-evaluation
     backend (default: the fastest available on ``device``)."""
-    num_samples = render_samples(run) if num_samples is None else num_samples
+    num_samples = render_samples(run.read_config()) if num_samples is None else num_samples
     student = load_student(run.require(run.student_path, "fine-tuned student", "finetune"), device)
     occupancy = OccupancyGrid.load(run.require(run.occupancy_path, "occupancy grid", "occupancy")).to(device)
     return StudentRenderer(student, occupancy, scene, num_samples, chunk_rays, backend)

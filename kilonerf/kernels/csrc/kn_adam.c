@@ -5,6 +5,19 @@
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
+#include <string.h>
+
+/* Adam on n values: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
+ * p -= step_size m / (sqrt(v) / bc2_sqrt + eps), with step_size = lr / (1 - b1^t). */
+static inline void adam_values(float *p, const float *g, float *m, float *v, int64_t n, float b1, float b2,
+                               float step_size, float bc2_sqrt, float eps)
+{
+    for (int64_t c = 0; c < n; ++c) {
+        m[c] = b1 * m[c] + (1.0f - b1) * g[c];
+        v[c] = b2 * v[c] + (1.0f - b2) * g[c] * g[c];
+        p[c] -= step_size * m[c] / (sqrtf(v[c]) / bc2_sqrt + eps);
+    }
+}
 
 /* One Adam step (torch.optim.Adam's arithmetic, no weight decay) on every row of a (rows, C)
  * parameter whose gradient row has a non-zero entry; those gradient rows are zeroed. Rows
@@ -26,14 +39,9 @@ int64_t kn_row_adam(float *param, float *grad, float *exp_avg, float *exp_avg_sq
             any |= g[c] != 0.0f;
         if (!any)
             continue;
-        float *p = param + r * channels, *m = exp_avg + r * channels, *v = exp_avg_sq + r * channels;
-        for (int64_t c = 0; c < channels; ++c) {
-            const float gc = g[c];
-            m[c] = b1 * m[c] + (1.0f - b1) * gc;
-            v[c] = b2 * v[c] + (1.0f - b2) * gc * gc;
-            p[c] -= step_size * m[c] / (sqrtf(v[c]) / bc2_sqrt + epsf);
-            g[c] = 0.0f;
-        }
+        const int64_t off = r * channels;
+        adam_values(param + off, g, exp_avg + off, exp_avg_sq + off, channels, b1, b2, step_size, bc2_sqrt, epsf);
+        memset(g, 0, (size_t)channels * sizeof(float));
         ++updated;
     }
     return updated;
@@ -51,13 +59,7 @@ void kn_indexed_adam(float *param, const float *grad, float *exp_avg, float *exp
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t i = 0; i < count; ++i) {
         const int64_t off = rows[i] * rowsize;
-        const float step_size = (float)(lr / bc1[i]), bc2_sqrt = sqrtf(bc2[i]);
-        const float *g = grad + i * rowsize;
-        float *p = param + off, *m = exp_avg + off, *v = exp_avg_sq + off;
-        for (int64_t c = 0; c < rowsize; ++c) {
-            m[c] = b1 * m[c] + (1.0f - b1) * g[c];
-            v[c] = b2 * v[c] + (1.0f - b2) * g[c] * g[c];
-            p[c] -= step_size * m[c] / (sqrtf(v[c]) / bc2_sqrt + epsf);
-        }
+        adam_values(param + off, grad + i * rowsize, exp_avg + off, exp_avg_sq + off, rowsize, b1, b2,
+                    (float)(lr / bc1[i]), sqrtf(bc2[i]), epsf);
     }
 }
