@@ -1,12 +1,15 @@
 """Seconds per training step of one stage, resumed from a finished run, and the optimiser's share.
 
     python benchmarks/step_time.py RUN teacher|distill|finetune [--steps 10] [--rounds 3] [--at 2000]
+        [--backend cpu|torch_ref]
 
 teacher: the trained teacher's checkpoint, stepped again from step ``--at`` (its grids at full
 resolution); distill: a fresh student distilled from the run's teacher; finetune: the run's
 distilled student. Prints the median over ``--rounds`` of ``--steps`` timed steps (after 3
 warm-up steps) and the time inside ``optimizer.step``. To compare code versions, run the same
-RUN with each on ``PYTHONPATH`` (a run whose teacher both versions can load).
+RUN with each on ``PYTHONPATH`` (a run whose teacher both versions can load). ``--backend``:
+the student's training backend (default: the run's setting, or what the distilled student was
+saved with).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from kilonerf.train.student_io import load_student
 from kilonerf.train.teacher import make_teacher
 
 
-def trainer_and_batches(run_dir: str, stage: str) -> tuple[Any, Callable[[], tuple[torch.Tensor, ...]]]:
+def trainer_and_batches(run_dir: str, stage: str, backend: str | None = None) -> tuple[Any, Callable[[], tuple[torch.Tensor, ...]]]:
     run, cfg, scene = open_run(None, run_dir)
     dev = torch.device("cpu")
     gen = torch.Generator().manual_seed(0)
@@ -43,12 +46,16 @@ def trainer_and_batches(run_dir: str, stage: str) -> tuple[Any, Callable[[], tup
     occupancy = OccupancyGrid.load(run.occupancy_path)
     if stage == "distill":
         teacher = run_teacher(run, cfg, scene, dev)
-        trainer = DistillTrainer(teacher.field, new_student(cfg, occupancy, dev), occupancy,
-                                 DistillConfig.from_dict(cfg.distill), dev, scene=scene)  # fmt: skip
+        student = new_student(cfg, occupancy, dev)
+        student.backend = backend or student.backend
+        trainer = DistillTrainer(teacher.field, student, occupancy, DistillConfig.from_dict(cfg.distill), dev,
+                                 scene=scene)  # fmt: skip
         empty = torch.zeros(0, 3)
         return trainer, lambda: (empty, empty, empty)
     config = FinetuneConfig.from_dict(cfg.finetune)
-    trainer = FinetuneTrainer(load_student(run.distilled_path, dev), occupancy, scene, config, dev)
+    student = load_student(run.distilled_path, dev)
+    student.backend = backend or student.backend
+    trainer = FinetuneTrainer(student, occupancy, scene, config, dev)
     table = RayTable(scene, "train", device=dev)
     return trainer, lambda: table.sample(config.rays_per_step, gen)
 
@@ -60,9 +67,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--at", type=int, default=2000, help="teacher: the step number to continue from")
+    ap.add_argument("--backend", choices=["cpu", "torch_ref"], help="the student's training backend")
     args = ap.parse_args()
     reuse_freed_memory()  # as the kilonerf command does
-    trainer, batch = trainer_and_batches(args.run, args.stage)
+    trainer, batch = trainer_and_batches(args.run, args.stage, args.backend)
     start = args.at if args.stage == "teacher" else 0
     inside = [0.0]
 
@@ -84,7 +92,8 @@ def main() -> None:
             trainer.train_step(start + i, *batch())
         totals.append((time.perf_counter() - t0) / args.steps)
         opt.append(inside[0] / args.steps)
-    print(f"{args.stage} on {args.run}: {statistics.median(totals) * 1e3:.1f} ms a step "
+    backend = f" ({trainer.student.backend})" if args.stage != "teacher" else ""
+    print(f"{args.stage}{backend} on {args.run}: {statistics.median(totals) * 1e3:.1f} ms a step "
           f"(rounds {', '.join(f'{t * 1e3:.1f}' for t in totals)}), optimiser step {statistics.median(opt) * 1e3:.1f} ms; "
           f"{machine_name()}")  # fmt: skip
 

@@ -55,9 +55,9 @@ def _cpu() -> GroupedBackend:
 
 
 def default_render_backend(device: str | object = "cpu") -> str:
-    """Backend name for rendering on ``device``: the compiled ``cpu`` backend on the CPU (it
-    falls back to ``torch_ref`` by itself, with one warning, where it cannot be built), else
-    ``torch_ref``."""
+    """Backend name for rendering on ``device``, and for training a student (its ``auto``): the
+    compiled ``cpu`` backend on the CPU (it falls back to ``torch_ref`` by itself, with one
+    warning, where it cannot be built), else ``torch_ref``."""
     return "cpu" if str(device).startswith("cpu") else "torch_ref"
 
 

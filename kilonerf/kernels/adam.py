@@ -18,17 +18,21 @@ from kilonerf.kernels.native import compiled_for, ptr
 
 @torch.no_grad()
 def row_adam_(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, channels: int, lr: float,
-              betas: tuple[float, float], eps: float, step: int, native: bool | None = None) -> int:
+              betas: tuple[float, float], eps: float, step: int, native: bool | None = None, decay: float = 0.0) -> int:
     """One Adam step (``torch.optim.Adam``'s, no weight decay) on the ``(V, channels)`` rows of
     ``param`` whose gradient row is non-zero; those gradient rows are zeroed. The others keep
-    their value and moments. ``step`` counts from 1 (bias correction). Returns the rows updated.
-    All four tensors contiguous and alike in shape."""
+    their value and moments. ``step`` counts from 1 (bias correction). ``decay``: a penalty's
+    gradient ``decay * param`` is added to every row's gradient first (every row is then
+    updated). Returns the rows updated. All four tensors contiguous and alike in shape."""
     lib = compiled_for(param, grad, exp_avg, exp_avg_sq, native=native)
     if lib is not None:
         return int(lib.kn_row_adam(ptr(param), ptr(grad), ptr(exp_avg), ptr(exp_avg_sq), param.numel() // channels,
-                                    channels, lr, betas[0], betas[1], eps, float(step), torch.get_num_threads()))
+                                    channels, lr, betas[0], betas[1], eps, float(step), float(decay),
+                                    torch.get_num_threads()))  # fmt: skip
+    if decay:
+        grad.add_(param, alpha=decay)
     g = grad.view(-1, channels)
-    rows = torch.nonzero(g.ne(0).any(1)).squeeze(1)
+    rows = torch.arange(g.shape[0], device=g.device) if decay else torch.nonzero(g.ne(0).any(1)).squeeze(1)
     bc1 = torch.full((rows.numel(),), 1 - betas[0] ** step, dtype=param.dtype, device=param.device)
     bc2 = torch.full_like(bc1, 1 - betas[1] ** step)
     indexed_adam_(param.view(-1, channels), g.index_select(0, rows), exp_avg.view(-1, channels),

@@ -7,9 +7,11 @@ vector with a broadcast weight, into 16 (or 3, or 1) register accumulators. The 
 computed once per block (double-angle recurrence in double precision, equal to the
 reference's sinf to within an ulp). Nothing is padded except the last block of each run.
 
-Forward only. Inputs that it does not handle (not CPU float32, another architecture than the
-paper's 32 / 10 / 4, or autograd recording) go to the pure-torch reference, so training keeps
-working through it.
+Training: with autograd recording into the parameters, the forward runs in fp32 and the
+parameters' gradients come from ``csrc/kn_mlp_grad.c`` (:mod:`kilonerf.kernels.cpu_train`).
+Inputs that it does not handle (not CPU float32, another architecture than the paper's
+32 / 10 / 4, gradients into the positions or directions, a density-only evaluation recorded
+for training) go to the pure-torch reference.
 
 Precision (``CpuFusedBackend.precision``, queryable): ``fp32`` everywhere, or bf16
 (``csrc/kn_mlp_bf16.c``: bf16 products, fp32 accumulation; inputs, encodings and activations
@@ -30,6 +32,7 @@ from torch import Tensor
 from kilonerf.errors import KiloNerfError
 from kilonerf.kernels.base import DensityFirstBackend, MultiNetParams
 from kilonerf.kernels.cpu_render import CpuFusedRenderer, check_struct_size
+from kilonerf.kernels.cpu_train import check_rc, compiled_mlp
 from kilonerf.kernels.fused import FusedRenderer
 from kilonerf.kernels.native import load_library, ptr
 from kilonerf.kernels.torch_ref import TorchRefBackend
@@ -90,17 +93,25 @@ def pointer_array(tensors: tuple[Tensor, ...]) -> ctypes.Array:
     return (ctypes.c_void_p * len(tensors))(*[ptr(t) for t in tensors])
 
 
-def native_params(params: MultiNetParams) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]] | None:
-    """Contiguous float32 CPU weights and biases for the kernels, or None if the kernels do
-    not apply to these parameters (the caller then uses the reference)."""
+def fits_kernels(params: MultiNetParams) -> bool:
+    """Whether the kernels compute these parameters: float32 CPU tensors of the compiled
+    architecture (:data:`ARCH`); a malformed architecture is a ValueError."""
     tensors = (*params.weights, *params.biases)
     if (params.hidden, params.pos_freqs, params.dir_freqs) != ARCH:
-        return None
+        return False
     if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
-        return None
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return None
+        return False
     params.check()
+    return True
+
+
+def native_params(params: MultiNetParams) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]] | None:
+    """Contiguous float32 CPU weights and biases for the forward-only kernels, or None if they
+    do not apply to these parameters (unfit, or autograd recording into them)."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (*params.weights, *params.biases)):
+        return None
+    if not fits_kernels(params):
+        return None
     w = tuple(t.detach().contiguous() for t in params.weights)
     b = tuple(t.detach().contiguous() for t in params.biases)
     return w, b
@@ -110,7 +121,10 @@ class CpuFusedBackend(DensityFirstBackend):
     """Grouped evaluation by the compiled C kernels (see the module docstring)."""
 
     name = "cpu"
-    differentiable = False
+    differentiable = True
+    """Gradients reach the parameters through the compiled kernels (:mod:`kilonerf.kernels.cpu_train`,
+    fp32 whatever the rendering precision); the inputs' through the reference, which also
+    trains a density-only evaluation."""
 
     def __init__(self, num_threads: int | None = None, precision: str | None = None) -> None:
         """``num_threads``: OpenMP threads (default: ``torch.get_num_threads()`` at each call);
@@ -155,10 +169,14 @@ class CpuFusedBackend(DensityFirstBackend):
     ) -> tuple[Tensor, Tensor | None]:
         if dirs is not None and dir_index is not None:
             dirs = dirs.index_select(0, dir_index)
-        prepared = native_params(params)
         inputs = [local_pos] + ([] if dirs is None else [dirs])
-        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-        if prepared is None or needs_grad or any(t.device.type != "cpu" for t in [net_index, *inputs]):
+        on_cpu = all(t.device.type == "cpu" for t in [net_index, *inputs])
+        input_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+        param_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (*params.weights, *params.biases))
+        if param_grad and dirs is not None and on_cpu and not input_grad and fits_kernels(params):
+            return compiled_mlp(self.lib, self.threads(), params, net_index, local_pos, dirs)
+        prepared = native_params(params)
+        if prepared is None or input_grad or not on_cpu:
             if dirs is None:
                 return self.reference.density(params, net_index, local_pos), None
             return self.reference.evaluate(params, net_index, local_pos, dirs)
@@ -177,8 +195,5 @@ class CpuFusedBackend(DensityFirstBackend):
             params.num_nets, ptr(net), ptr(pos),
             None if d is None else ptr(d), n, ptr(sigma), None if rgb is None else ptr(rgb), self.threads(),
         )  # fmt: skip
-        if rc == -1:
-            raise ValueError(f"{self.name} backend: network index outside [0, {params.num_nets})")
-        if rc != 0:
-            raise MemoryError(f"{self.name} backend: out of memory for {n} samples")
+        check_rc(rc, f"{self.name} backend", params.num_nets, n)
         return sigma, rgb

@@ -28,7 +28,8 @@ from kilonerf.kernels.row_gather import accumulates_in_place, grad_buffer
 
 class _GridLerp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, grid: Tensor, channels: int, idx: Tensor, w: Tensor, native: bool | None) -> Tensor:
+    def forward(ctx: Any, grid: Tensor, channels: int, idx: Tensor, w: Tensor, native: bool | None,
+                in_place: bool) -> Tensor:  # fmt: skip
         rows = grid.view(-1, channels)
         lib = compiled_for(grid, w, native=native)
         if lib is not None:
@@ -38,7 +39,7 @@ class _GridLerp(torch.autograd.Function):
             vals = rows.index_select(0, idx.reshape(-1).long()).view(idx.shape[0], 8, channels)
             out = torch.einsum("nkc,nk->nc", vals, w)
         ctx.grid, ctx.channels, ctx.native = grid, channels, native
-        ctx.in_place = accumulates_in_place(grid)
+        ctx.in_place = in_place
         ctx.save_for_backward(idx, w)
         return out
 
@@ -56,7 +57,7 @@ class _GridLerp(torch.autograd.Function):
         else:
             contrib = (w[:, :, None] * grad_out[:, None, :]).reshape(-1, c)
             grad.index_add_(0, idx.reshape(-1).long(), contrib)
-        return None if ctx.in_place else result, None, None, None, None
+        return None if ctx.in_place else result, None, None, None, None, None
 
 
 def grid_lerp(grid: Tensor, channels: int, idx: Tensor, w: Tensor, native: bool | None = None) -> Tensor:
@@ -74,4 +75,6 @@ def grid_lerp(grid: Tensor, channels: int, idx: Tensor, w: Tensor, native: bool 
     """
     if not grid.is_contiguous() or grid.numel() % channels:
         raise ValueError(f"grid of shape {tuple(grid.shape)} is not contiguous rows of {channels} channels")
-    return _GridLerp.apply(grid, channels, idx.contiguous(), w.contiguous(), native)
+    # Decided here, not in forward: autograd runs a function's forward with grad mode off, where
+    # accumulates_in_place is always False (every step then zeroed and added a whole-grid gradient).
+    return _GridLerp.apply(grid, channels, idx.contiguous(), w.contiguous(), native, accumulates_in_place(grid))

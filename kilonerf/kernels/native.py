@@ -36,6 +36,7 @@ SOURCES = [
     ("kn_mlp.c", "kn_mlp16.o", ["-ffp-contract=fast", "-DKN_LANES=16"]),
     ("kn_mlp.c", "kn_mlp8.o", ["-ffp-contract=fast", "-DKN_LANES=8"]),
     ("kn_mlp_bf16.c", "kn_mlp_bf16.o", ["-ffp-contract=fast"]),
+    ("kn_mlp_grad.c", "kn_mlp_grad.o", ["-ffp-contract=fast"]),
     ("kn_render.c", "kn_render.o", ["-ffp-contract=off"]),
     ("kn_grid.c", "kn_grid.o", []),
     ("kn_adam.c", "kn_adam.o", []),
@@ -132,6 +133,8 @@ def load_library() -> ctypes.CDLL:
         raise NativeUnavailable(f"{path}: cannot load the native kernels ({exc})") from None
     lib.kn_eval.restype = ctypes.c_int
     lib.kn_eval.argtypes = [_P, _P, _P, ctypes.c_int, _I64, _P, _P, _P, _I64, _P, _P, ctypes.c_int]
+    lib.kn_mlp_backward.restype = ctypes.c_int
+    lib.kn_mlp_backward.argtypes = [_P, _P, _I64, _P, _P, _P, _P, _P, _I64, _P, _P, ctypes.c_int]
     lib.kn_bf16_engines.restype = ctypes.c_int
     lib.kn_bf16_engines.argtypes = []
     lib.kn_render.restype = ctypes.c_int
@@ -144,7 +147,7 @@ def load_library() -> ctypes.CDLL:
     lib.kn_grid_lerp_backward.argtypes = [_P, _I64, _P, _P, _I64, _P, _I64, _INT]
     _D = ctypes.c_double
     lib.kn_row_adam.restype = _I64
-    lib.kn_row_adam.argtypes = [_P, _P, _P, _P, _I64, _I64, _D, _D, _D, _D, _D, _INT]
+    lib.kn_row_adam.argtypes = [_P, _P, _P, _P, _I64, _I64, _D, _D, _D, _D, _D, _D, _INT]
     lib.kn_indexed_adam.restype = None
     lib.kn_indexed_adam.argtypes = [_P, _P, _P, _P, _P, _I64, _I64, _P, _P, _D, _D, _D, _D, _INT]
     return lib

@@ -18,6 +18,7 @@ from kilonerf.errors import RunError
 from kilonerf.fields.network_grid import grid_resolution
 from kilonerf.fields.multinet import MultiNetField
 from kilonerf.io import atomic_write_json, check_output_parent, read_json, remove_stale_temps, safe_torch_load
+from kilonerf.kernels import default_render_backend
 from kilonerf.names import STAGES
 from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.train.config import DistillConfig, FinetuneConfig, PipelineConfig, resolve_config, scene_type_settings
@@ -228,8 +229,9 @@ def new_student(cfg: PipelineConfig, occupancy: OccupancyGrid, device: torch.dev
     """A freshly initialised student on the occupancy grid's box (the paper's shared init)."""
     s = cfg.student_config()
     res = grid_resolution(occupancy.bbox.cpu(), s.max_res, s.cell_aspect)
+    backend = default_render_backend(device) if s.backend == "auto" else s.backend
     return MultiNetField(occupancy.bbox.cpu(), res=res, hidden=s.hidden, shared_init=s.shared_init,
-                         seed=cfg.seed, backend=s.backend).to(device)  # fmt: skip
+                         seed=cfg.seed, backend=backend).to(device)  # fmt: skip
 
 
 def run_pipeline(

@@ -30,6 +30,10 @@ class LazyRowAdam(torch.optim.Optimizer):
                  eps: float = 1e-8) -> None:  # fmt: skip
         super().__init__(params, {"lr": 1e-3, "betas": betas, "eps": eps})
         self.rows = rows
+        self.decay: dict[Tensor, float] = {}
+        """Per parameter, the coefficient ``c`` of a penalty whose gradient is ``c * param``,
+        added inside the next steps (fine-tuning's L2 norms: ``l2_weight / ||param||``). Added
+        here rather than by autograd, it costs no pass over the parameter of its own."""
         for p in rows:  # the buffers the gathers add into (kernels.row_gather.accumulates_in_place)
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -57,9 +61,12 @@ class LazyRowAdam(torch.optim.Optimizer):
                 state["step"] += 1
                 step = int(state["step"])
                 m, v = state["exp_avg"], state["exp_avg_sq"]
+                decay = self.decay.get(p, 0.0)
                 if p in self.rows:
-                    row_adam_(p, p.grad, m, v, self.rows[p], lr, betas, eps, step)
+                    row_adam_(p, p.grad, m, v, self.rows[p], lr, betas, eps, step, decay=decay)
                     continue
+                if decay:
+                    p.grad.add_(p, alpha=decay)
                 m.lerp_(p.grad, 1 - betas[0])
                 v.mul_(betas[1]).addcmul_(p.grad, p.grad, value=1 - betas[1])
                 denom = (v.sqrt() / (1 - betas[1] ** step) ** 0.5).add_(eps)

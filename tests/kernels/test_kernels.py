@@ -141,7 +141,7 @@ def test_registry_and_param_checks() -> None:
         bad.check()
 
 
-# --- the compiled CPU backend (forward only) against the same per-network loop --------------
+# --- the compiled CPU backend's forward against the same per-network loop --------------------
 
 
 # cpu_backend: the fixture in conftest.py.
@@ -186,11 +186,11 @@ def test_cpu_backend_large_arguments(cpu_backend: GroupedBackend) -> None:
     _check_forward(cpu_backend, 5, torch.randint(0, 5, (200,), generator=gen), spread=7.0)
 
 
-def test_cpu_backend_falls_back_for_autograd_and_checks_indices(cpu_backend: GroupedBackend) -> None:
+def test_cpu_backend_records_autograd_and_checks_indices(cpu_backend: GroupedBackend) -> None:
     p = _params(6)
     net = torch.tensor([0, 5, 5, 1])
     pos, d = torch.rand(4, 3) * 2 - 1, torch.nn.functional.normalize(torch.randn(4, 3), dim=-1)
-    sig, rgb = cpu_backend.evaluate(p, net, pos, d)  # params require grad: the reference runs
+    sig, rgb = cpu_backend.evaluate(p, net, pos, d)  # params require grad: the training path (test_cpu_train.py)
     assert sig.requires_grad and rgb.requires_grad
     ref_sig, _ = _loop_reference(p, net, pos, d)
     assert torch.allclose(sig, ref_sig, atol=1e-5)

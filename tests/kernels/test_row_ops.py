@@ -52,6 +52,10 @@ def test_lerp_gradient_goes_into_an_existing_buffer_in_place() -> None:
     for _ in range(2):
         grid_lerp(grid, 1, idx, w).sum().backward()
     assert grid.grad is buffer and torch.allclose(buffer, torch.full_like(grid, 0.25))
+    # In place means no whole-grid gradient handed to autograd (which backward() would then add
+    # into the buffer, giving the same .grad): torch.autograd.grad sees none.
+    (seen,) = torch.autograd.grad(grid_lerp(grid, 1, idx, w).sum(), grid, allow_unused=True)
+    assert seen is None and torch.allclose(buffer, torch.full_like(grid, 0.375))
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -95,12 +99,38 @@ def test_lazy_row_adam_matches_torch_adam_when_every_row_has_a_gradient() -> Non
         grid.grad = grads[0].clone() if grid.grad is None else grid.grad.add_(grads[0])
         dense.grad = grads[1].clone()
         ref[0].grad, ref[1].grad = grads[0].clone(), grads[1].clone()
+        if _ == 2:  # a penalty's gradient c * p on both, added by the optimiser
+            ours.decay = {grid: 0.3, dense: 0.2}
+            ref[0].grad += 0.3 * ref[0].detach()
+            ref[1].grad += 0.2 * ref[1].detach()
         ours.step()
         theirs.step()
+        ours.decay = {}
     assert torch.allclose(grid, ref[0], atol=1e-5) and torch.allclose(dense, ref[1], atol=1e-6)
     assert torch.all(grid.grad == 0) and dense.grad is not None
     ours.zero_grad()
     assert dense.grad is None and grid.grad is not None  # the grid keeps its buffer
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_decay_adds_the_penalty_gradient_on_every_row(native: bool) -> None:
+    """``decay``: Adam on grad + decay * param, every row (with and without a data gradient)."""
+    if native:
+        _native_or_skip()
+    g = torch.Generator().manual_seed(2)
+    rows, c, decay = 16, 3, 0.7
+    ours = torch.randn(rows, c, generator=g)
+    ref = torch.nn.Parameter(ours.clone())
+    opt = torch.optim.Adam([ref], lr=0.05, betas=(0.9, 0.99))
+    m, v, grad = torch.zeros(rows, c), torch.zeros(rows, c), torch.zeros(rows, c)
+    for step in range(1, 4):
+        data = torch.randn(rows, c, generator=g) * (torch.arange(rows) % 2 == 0)[:, None]  # odd rows: none
+        ref.grad = data + decay * ref.detach()
+        opt.step()
+        grad.copy_(data)
+        assert row_adam_(ours, grad, m, v, c, 0.05, (0.9, 0.99), 1e-8, step, native=native, decay=decay) == rows
+        assert torch.all(grad == 0)
+    assert torch.allclose(ours, ref.detach(), atol=1e-5)
 
 
 def test_channel_first_teacher_state_loads_transposed() -> None:

@@ -20,7 +20,7 @@ from kilonerf.occupancy.grid import OccupancyGrid
 from kilonerf.settings import SettingError
 from kilonerf.train.distill import DistillTrainer
 from kilonerf.train.config import DistillConfig, FinetuneConfig, LoopConfig
-from kilonerf.train.finetune import FinetuneTrainer, view_dependent_l2
+from kilonerf.train.finetune import FinetuneTrainer, l2_decay, view_dependent_l2
 from kilonerf.train.loop import run_training
 
 COLOUR = (0.1, 0.2, 0.9)
@@ -111,6 +111,18 @@ class RecordingBackend(GroupedBackend):
                  dir_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self.seen.append((net_index.detach().clone(), local_pos.detach().clone()))
         return get_backend("torch_ref").evaluate(params, net_index, local_pos, dirs, dir_index)
+
+
+def test_l2_decay_is_the_l2_terms_gradient() -> None:
+    """What the optimiser adds (c * p per tensor) is autograd's gradient of l2_weight x the L2 term."""
+    student = MultiNetField(BOX, res=(2, 1, 2), shared_init=False)
+    value, decay = l2_decay(student, 0.25)
+    params = student.view_dependent_parameters()
+    grads = torch.autograd.grad(0.25 * view_dependent_l2(student), params)
+    assert float(value) == pytest.approx(float(view_dependent_l2(student).detach()), rel=1e-6)
+    assert set(decay) == set(params)
+    for p, g in zip(params, grads):
+        assert torch.allclose(decay[p] * p.detach(), g, rtol=1e-5, atol=1e-9)
 
 
 def test_samples_in_empty_voxels_are_not_evaluated(scene) -> None:  # type: ignore[no-untyped-def]

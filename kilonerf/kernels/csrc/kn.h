@@ -28,6 +28,16 @@ typedef struct {
 
 #define KN_AMX_TILES 14
 
+/* The parameters from the Python side's pointer arrays (w, b: five pointers each). */
+static inline kn_params kn_make_params(const float *const *w, const float *const *b, const uint16_t *wt, int amx) {
+    kn_params p = {.wt = wt, .amx = amx};
+    for (int i = 0; i < 5; i++) {
+        p.w[i] = w[i];
+        p.b[i] = b[i];
+    }
+    return p;
+}
+
 /* The bf16 kernel (kn_mlp_bf16.c). kn_bf16_engines: the engines this build and machine run
  * (KN_BF16_AVX512 | KN_BF16_AMX; asking the OS for the AMX tile state, once per process, is
  * part of it); kn_amx_begin / kn_amx_end configure and release the calling thread's tiles
@@ -48,6 +58,11 @@ void kn_block16(const kn_params *p, int64_t net, const int32_t *idx, int count, 
                 const float *dir, float *out_sigma, float *out_rgb);
 void kn_block8(const kn_params *p, int64_t net, const int32_t *idx, int count, const float *pos,
                const float *dir, float *out_sigma, float *out_rgb);
+
+/* Counting sort of n samples by network (stable): *start_out (num_nets + 1 offsets) and
+ * *order_out (n sample indices), both malloc'ed for the caller to free. Returns 0, -1 for a
+ * network outside [0, num_nets) or -2 out of memory (nothing to free then). */
+int kn_sort_by_net(const int64_t *net, int64_t n, int64_t num_nets, int64_t **start_out, int32_t **order_out);
 
 /* out[d * width + i] = v[3 idx[i] + d] for the block's count samples; the unused lanes up to
  * width repeat the last sample (always finite inputs; their outputs are dropped). Scalar loads

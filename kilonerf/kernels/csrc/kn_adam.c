@@ -22,9 +22,10 @@ static inline void adam_values(float *p, const float *g, float *m, float *v, int
 /* One Adam step (torch.optim.Adam's arithmetic, no weight decay) on every row of a (rows, C)
  * parameter whose gradient row has a non-zero entry; those gradient rows are zeroed. Rows
  * without a gradient keep their value and moments (instant-ngp skips them the same way).
- * Returns the number of rows updated. */
+ * decay != 0: a penalty's gradient decay * param is added to every row's gradient first (so
+ * every row is updated). Returns the number of rows updated. */
 int64_t kn_row_adam(float *param, float *grad, float *exp_avg, float *exp_avg_sq, int64_t rows, int64_t channels,
-                     double lr, double beta1, double beta2, double eps, double step, int nthreads)
+                     double lr, double beta1, double beta2, double eps, double step, double decay, int nthreads)
 {
     const float b1 = (float)beta1, b2 = (float)beta2;
     const float step_size = (float)(lr / (1.0 - pow(beta1, step)));
@@ -34,12 +35,15 @@ int64_t kn_row_adam(float *param, float *grad, float *exp_avg, float *exp_avg_sq
 #pragma omp parallel for num_threads(nthreads) schedule(static) reduction(+ : updated)
     for (int64_t r = 0; r < rows; ++r) {
         float *g = grad + r * channels;
-        int any = 0;
-        for (int64_t c = 0; c < channels; ++c)
+        const int64_t off = r * channels;
+        int any = decay != 0.0;
+        for (int64_t c = 0; c < channels; ++c) /* no early exit: this loop vectorises */
             any |= g[c] != 0.0f;
         if (!any)
             continue;
-        const int64_t off = r * channels;
+        if (decay != 0.0)
+            for (int64_t c = 0; c < channels; ++c)
+                g[c] += (float)decay * param[off + c];
         adam_values(param + off, g, exp_avg + off, exp_avg_sq + off, channels, b1, b2, step_size, bc2_sqrt, epsf);
         memset(g, 0, (size_t)channels * sizeof(float));
         ++updated;

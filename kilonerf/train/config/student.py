@@ -9,9 +9,10 @@ from typing import Any
 from kilonerf.fields.multinet import DENSITY_ACTIVATIONS
 from kilonerf.settings import Settings, pick_preset, setting
 
-STUDENT_BACKENDS = ("torch_ref",)
-"""Backends a student trains with (the compiled ``cpu`` and the Triton ones are forward-only:
-rendering picks them). Distillation and fine-tuning on CUDA run on ``torch_ref`` too."""
+STUDENT_BACKENDS = ("auto", "cpu", "torch_ref")
+"""Backends a student trains with: ``auto`` is the compiled ``cpu`` one on the CPU (its forward
+and the parameters' gradients in C, fp32) and ``torch_ref`` elsewhere
+(:func:`~kilonerf.kernels.default_render_backend`); the Triton ones are forward-only."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class StudentConfig(Settings):
     set it: their z is NDC depth, where the views resolve less than across the image)."""
     hidden: int = setting(32, ge=1)
     shared_init: bool = setting(True)
-    backend: str = setting("torch_ref", choices=STUDENT_BACKENDS)
+    backend: str = setting("auto", choices=STUDENT_BACKENDS)
 
     @property
     def cell_aspect(self) -> tuple[float, float, float]:
