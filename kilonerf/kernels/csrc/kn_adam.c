@@ -32,6 +32,22 @@ int64_t kn_row_adam(float *param, float *grad, float *exp_avg, float *exp_avg_sq
     const float bc2_sqrt = (float)sqrt(1.0 - pow(beta2, step));
     const float epsf = (float)eps;
     int64_t updated = 0;
+    if (channels == 1) { /* a branch per value would mispredict: every value computed, kept where on */
+        const float dec = (float)decay;
+#pragma omp parallel for simd num_threads(nthreads) schedule(static) reduction(+ : updated)
+        for (int64_t r = 0; r < rows; ++r) {
+            const float g = grad[r] + dec * param[r];
+            const int on = grad[r] != 0.0f || dec != 0.0f;
+            const float m = b1 * exp_avg[r] + (1.0f - b1) * g, v = b2 * exp_avg_sq[r] + (1.0f - b2) * g * g;
+            const float p = param[r] - step_size * m / (sqrtf(v) / bc2_sqrt + epsf);
+            exp_avg[r] = on ? m : exp_avg[r];
+            exp_avg_sq[r] = on ? v : exp_avg_sq[r];
+            param[r] = on ? p : param[r];
+            grad[r] = 0.0f;
+            updated += on;
+        }
+        return updated;
+    }
 #pragma omp parallel for num_threads(nthreads) schedule(static) reduction(+ : updated)
     for (int64_t r = 0; r < rows; ++r) {
         float *g = grad + r * channels;
