@@ -44,14 +44,17 @@ class DemoConfig:
     ``cpu`` preset's and :data:`DEMO_SETTINGS`."""
 
 
-DEMO_SETTINGS: dict[str, Any] = {"finetune.num_samples": 128}
-"""The demo's own settings over the ``cpu`` preset: fine-tuning with 128 samples per ray instead of
-192 leaves its student where it was (31.98 dB on the test split) and saves ~22 s on 2 cores;
-on lego_100 it would cost 0.06 dB, so the preset keeps 192 (docs/benchmarks.md)."""
+DEMO_SETTINGS: dict[str, Any] = {
+    "finetune.num_samples": 128, "teacher_params.total_steps": 2000, "teacher_loop.max_steps": 2000,
+}
+"""The demo's own settings over the ``cpu`` preset, to stay within 5 minutes on 2 cores with its
+student at ~31.98 dB on the test split: fine-tuning with 128 samples per ray instead of 192
+(saves ~22 s; on lego_100 it would cost 0.06 dB), and the teacher's 2000 steps instead of the
+preset's 3000 (docs/benchmarks.md)."""
 
 
 # Seconds per step measured on 2 idle CPU cores (Intel Xeon, AMX), for the overall ETA.
-_PLANNED = {"scene": 4.0, "teacher": 130.0, "occupancy": 13.0, "distill": 82.0, "finetune": 112.0,
+_PLANNED = {"scene": 4.0, "teacher": 120.0, "occupancy": 12.0, "distill": 52.0, "finetune": 66.0,
             "eval": 7.0, "video": 1.0, "bench": 2.0, "report": 2.0}  # fmt: skip
 
 

@@ -23,7 +23,6 @@ AVX512-BF16's VDPBF16PS (``bf16-avx512``) where the CPU has them. Chosen at run 
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 import torch
@@ -34,7 +33,7 @@ from kilonerf.kernels.base import DensityFirstBackend, MultiNetParams
 from kilonerf.kernels.cpu_render import CpuFusedRenderer, check_struct_size
 from kilonerf.kernels.cpu_train import check_rc, compiled_mlp
 from kilonerf.kernels.fused import FusedRenderer
-from kilonerf.kernels.native import load_library, ptr
+from kilonerf.kernels.native import load_library, pointer_array, ptr
 from kilonerf.kernels.torch_ref import TorchRefBackend
 
 ARCH = (32, 10, 4)
@@ -86,11 +85,6 @@ def resolve_precision(precision: str | None, engines: int) -> str:
     if value != "fp32" and not engines & _ENGINES[value]:
         raise KiloNerfError(f"{source}: {value} needs {value[5:].upper()}-BF16, which this CPU (or OS) does not offer")
     return value
-
-
-def pointer_array(tensors: tuple[Tensor, ...]) -> ctypes.Array:
-    """A C array of the tensors' data pointers (the tensors must stay alive while it is used)."""
-    return (ctypes.c_void_p * len(tensors))(*[ptr(t) for t in tensors])
 
 
 def fits_kernels(params: MultiNetParams) -> bool:

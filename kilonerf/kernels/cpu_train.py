@@ -6,10 +6,11 @@ Why: torch's batched products on these 63 / 32 / 33 / 59 / 3-wide layers ran a d
 step's forward and backward at ~44 GFLOP/s on two Xeon cores, ~60% of the step
 (docs/benchmarks.md). Inputs (positions, directions) get no gradient; training never needs one.
 
-Where a parameter has a persistent gradient buffer (:func:`~kilonerf.kernels.row_gather.accumulates_in_place`,
-the fine-tuned student's tensors under ``LazyRowAdam``) the gradient is added into it in place
-and the function returns none for it, so no full-size zeroed gradient is made per step;
-elsewhere (a distillation chunk's copies of its networks) it returns fresh gradients.
+Where a parameter has a gradient buffer (:func:`~kilonerf.kernels.row_gather.accumulates_in_place`)
+the gradient is added into it in place and the function returns none for it, so no zeroed
+gradient is made per call (fine-tuning: the student's tensors under ``LazyRowAdam``;
+distillation: its chunks' copies of their networks, whose buffers are rows of one per step);
+elsewhere it returns fresh gradients.
 """
 
 from __future__ import annotations
@@ -21,12 +22,8 @@ import torch
 from torch import Tensor
 
 from kilonerf.kernels.base import NUM_LAYERS, MultiNetParams
-from kilonerf.kernels.native import ptr
+from kilonerf.kernels.native import pointer_array, ptr
 from kilonerf.kernels.row_gather import accumulates_in_place, grad_buffer
-
-
-def _pointers(tensors: tuple[Tensor, ...] | list[Tensor]) -> ctypes.Array:
-    return (ctypes.c_void_p * len(tensors))(*[ptr(t) for t in tensors])
 
 
 def check_rc(rc: int, what: str, num_nets: int, n: int) -> None:
@@ -46,7 +43,7 @@ class _CompiledMlp(torch.autograd.Function):
         b = tuple(t.detach().contiguous() for t in b)
         k, n = int(w[0].shape[0]), int(net.shape[0])
         sigma, rgb = pos.new_empty(n), pos.new_empty(n, 3)
-        rc = lib.kn_eval(_pointers(w), _pointers(b), None, 0, k, ptr(net), ptr(pos), ptr(dirs), n, ptr(sigma),
+        rc = lib.kn_eval(pointer_array(w), pointer_array(b), None, 0, k, ptr(net), ptr(pos), ptr(dirs), n, ptr(sigma),
                          ptr(rgb), threads)  # fmt: skip
         check_rc(rc, "cpu backend", k, n)
         ctx.lib, ctx.threads, ctx.sources, ctx.in_place = lib, threads, params, in_place
@@ -69,9 +66,9 @@ class _CompiledMlp(torch.autograd.Function):
                 g = torch.zeros_like(src, memory_format=torch.contiguous_format)
                 grads.append(g if ctx.needs_input_grad[6 + i] else None)
                 outs.append(g)
-        rc = ctx.lib.kn_mlp_backward(_pointers(wb[:NUM_LAYERS]), _pointers(wb[NUM_LAYERS:]), k, ptr(net), ptr(pos),
-                                     ptr(dirs), ptr(g_sigma), ptr(g_rgb), n, _pointers(outs[:NUM_LAYERS]),
-                                     _pointers(outs[NUM_LAYERS:]), ctx.threads)  # fmt: skip
+        rc = ctx.lib.kn_mlp_backward(pointer_array(wb[:NUM_LAYERS]), pointer_array(wb[NUM_LAYERS:]), k, ptr(net), ptr(pos),
+                                     ptr(dirs), ptr(g_sigma), ptr(g_rgb), n, pointer_array(outs[:NUM_LAYERS]),
+                                     pointer_array(outs[NUM_LAYERS:]), ctx.threads)  # fmt: skip
         check_rc(rc, "cpu backend (backward)", k, n)
         return (None, None, None, None, None, None, *grads)
 

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -176,3 +177,8 @@ def compiled_for(*tensors: torch.Tensor, native: bool | None = None) -> ctypes.C
 def ptr(t: torch.Tensor) -> int:
     """The address of a tensor's data, for the ctypes signatures above."""
     return int(t.data_ptr())
+
+
+def pointer_array(tensors: Sequence[torch.Tensor]) -> ctypes.Array:
+    """A C array of the tensors' data pointers (the tensors must stay alive while it is used)."""
+    return (ctypes.c_void_p * len(tensors))(*[ptr(t) for t in tensors])

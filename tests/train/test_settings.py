@@ -136,6 +136,15 @@ def test_a_run_json_edited_out_of_range_is_refused(
     assert sorted(p.name for p in run.iterdir()) == ["run.json"]
 
 
+def test_demo_settings_keep_its_shorter_teacher_over_the_cpu_preset() -> None:
+    from kilonerf.demo import DEMO_SETTINGS
+
+    preset, demo = new_config("cpu", "fast"), new_config("cpu", "fast", overrides=DEMO_SETTINGS)
+    assert preset.teacher_params["total_steps"] == 3000 and preset.teacher_loop["max_steps"] == 3000
+    assert demo.teacher_params["total_steps"] == 2000 and demo.teacher_loop["max_steps"] == 2000
+    assert demo.finetune["num_samples"] == 128 and preset.finetune["num_samples"] == 192
+
+
 def test_demo_refuses_a_bad_setting_before_rendering_its_scene(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
