@@ -265,7 +265,8 @@ class DistillTrainer:
         # chunk and tensor (ub_200, 4,113 of 12,672 networks: 1.00 -> 0.51 s a step). The copies'
         # gradient buffers are consecutive rows of one buffer per tensor for the whole step, which
         # the backends add into in place (kernels.row_gather.accumulates_in_place): no gradient
-        # allocated per chunk, none concatenated (demo: ~6 of 84 ms a step).
+        # allocated per chunk, none concatenated (the demo's profile: ~4 ms of concatenation a
+        # step gone; whole steps within their spread, docs/benchmarks.md).
         full = self.student.params()
         loss = torch.zeros((), device=self.device)
         rgb_se, alpha_se = torch.zeros((), device=self.device), torch.zeros((), device=self.device)

@@ -8,7 +8,8 @@ and skipping them is what makes a training step affordable.
 Loss: MSE(rgb) + ``l2_weight`` x the sum of the L2 norms (not squared) of the view-dependent
 parameter tensors (direction layer and RGB layer, weights and biases); the optimiser adds the
 norms' gradient itself (:func:`l2_decay`). Each of those tensors holds one layer of every
-network, so the norm is taken over all networks together, as the original's batched layers did. Adam, lr(step) = lr x lr_decay_rate ^ (step / lr_decay_steps).
+network, so the norm is taken over all networks together, as the original's batched layers
+did. Adam, lr(step) = lr x lr_decay_rate ^ (step / lr_decay_steps).
 
 The ``cpu`` preset (lego at 100 px on two cores) trains on 1024 rays x 192 samples per step
 and decays the learning rate by 10x over its own 800 steps instead of the paper's 500k.
@@ -104,7 +105,8 @@ class FinetuneTrainer:
         pred, _ = join_pieces(colour, acc, rays.pieces, self.background)
         mse = torch.mean((pred - rgb) ** 2)
         # The L2 term's gradient is added by the optimiser (LazyRowAdam.decay): through autograd
-        # it took a norm's backward and a whole-tensor gradient per step (demo: 8 of 44 ms).
+        # it took a norm's backward and a whole-tensor gradient per step (demo: 44.1 -> 39.7 ms
+        # a step, docs/benchmarks.md).
         l2, self.optimizer.decay = l2_decay(self.student, self.config.l2_weight)
         loss = mse + self.config.l2_weight * l2
         self.optimizer.zero_grad(set_to_none=True)
