@@ -1,7 +1,7 @@
 """Seconds per training step of one stage, resumed from a finished run, and the optimiser's share.
 
     python benchmarks/step_time.py RUN teacher|distill|finetune [--steps 10] [--rounds 3] [--at 2000]
-        [--backend cpu|torch_ref]
+        [--backend cpu|torch_ref] [--profile]
 
 teacher: the trained teacher's checkpoint, stepped again from step ``--at`` (its grids at full
 resolution); distill: a fresh student distilled from the run's teacher; finetune: the run's
@@ -9,7 +9,9 @@ distilled student. Prints the median over ``--rounds`` of ``--steps`` timed step
 warm-up steps) and the time inside ``optimizer.step``. To compare code versions, run the same
 RUN with each on ``PYTHONPATH`` (a run whose teacher both versions can load). ``--backend``:
 the student's training backend (default: the run's setting, or what the distilled student was
-saved with).
+saved with). ``--profile``: then ``--steps`` more steps under ``torch.profiler``, printing the torch
+operations with the most time of their own (by input shape, so a whole-grid fill shows as one
+line; the compiled kernels, called through ctypes, are not torch operations and do not show).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--at", type=int, default=2000, help="teacher: the step number to continue from")
     ap.add_argument("--backend", choices=["cpu", "torch_ref"], help="the student's training backend")
+    ap.add_argument("--profile", action="store_true", help="also profile --steps steps (torch.profiler)")
     args = ap.parse_args()
     reuse_freed_memory()  # as the kilonerf command does
     trainer, batch = trainer_and_batches(args.run, args.stage, args.backend)
@@ -96,6 +99,14 @@ def main() -> None:
     print(f"{args.stage}{backend} on {args.run}: {statistics.median(totals) * 1e3:.1f} ms a step "
           f"(rounds {', '.join(f'{t * 1e3:.1f}' for t in totals)}), optimiser step {statistics.median(opt) * 1e3:.1f} ms; "
           f"{machine_name()}")  # fmt: skip
+
+    if args.profile:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+            for i in range(args.steps):
+                trainer.train_step(start + i, *batch())
+        print(f"totals over {args.steps} profiled steps (divide by {args.steps} for a step):")
+        table = prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=15)
+        print(table)
 
 
 if __name__ == "__main__":

@@ -7,16 +7,22 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Adam on n values: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
+/* Adam on one value, in place: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
  * p -= step_size m / (sqrt(v) / bc2_sqrt + eps), with step_size = lr / (1 - b1^t). */
+static inline void adam_value(float *p, float g, float *m, float *v, float b1, float b2, float step_size,
+                              float bc2_sqrt, float eps)
+{
+    *m = b1 * *m + (1.0f - b1) * g;
+    *v = b2 * *v + (1.0f - b2) * g * g;
+    *p -= step_size * *m / (sqrtf(*v) / bc2_sqrt + eps);
+}
+
+/* adam_value on n values. */
 static inline void adam_values(float *p, const float *g, float *m, float *v, int64_t n, float b1, float b2,
                                float step_size, float bc2_sqrt, float eps)
 {
-    for (int64_t c = 0; c < n; ++c) {
-        m[c] = b1 * m[c] + (1.0f - b1) * g[c];
-        v[c] = b2 * v[c] + (1.0f - b2) * g[c] * g[c];
-        p[c] -= step_size * m[c] / (sqrtf(v[c]) / bc2_sqrt + eps);
-    }
+    for (int64_t c = 0; c < n; ++c)
+        adam_value(p + c, g[c], m + c, v + c, b1, b2, step_size, bc2_sqrt, eps);
 }
 
 /* One Adam step (torch.optim.Adam's arithmetic, no weight decay) on every row of a (rows, C)
@@ -36,10 +42,9 @@ int64_t kn_row_adam(float *param, float *grad, float *exp_avg, float *exp_avg_sq
         const float dec = (float)decay;
 #pragma omp parallel for simd num_threads(nthreads) schedule(static) reduction(+ : updated)
         for (int64_t r = 0; r < rows; ++r) {
-            const float g = grad[r] + dec * param[r];
             const int on = grad[r] != 0.0f || dec != 0.0f;
-            const float m = b1 * exp_avg[r] + (1.0f - b1) * g, v = b2 * exp_avg_sq[r] + (1.0f - b2) * g * g;
-            const float p = param[r] - step_size * m / (sqrtf(v) / bc2_sqrt + epsf);
+            float p = param[r], m = exp_avg[r], v = exp_avg_sq[r];
+            adam_value(&p, grad[r] + dec * param[r], &m, &v, b1, b2, step_size, bc2_sqrt, epsf);
             exp_avg[r] = on ? m : exp_avg[r];
             exp_avg_sq[r] = on ? v : exp_avg_sq[r];
             param[r] = on ? p : param[r];
